@@ -31,6 +31,8 @@ Jelincic, Foster & Kidger (2024), section 3: :math:`W_L = \tfrac12 W + \tfrac32 
 :math:`N \sim N(0, h/12)`. The formulas come from projecting the pieces' Legendre functionals onto
 the whole interval's (``tests/core/test_bridge.py`` re-derives them by quadrature).
 
+At the midpoint the two halves come out in closed form (:func:`split_midpoint`).
+
 For :math:`\rho > 1/2` the right piece is sampled instead, through the time reversal
 :math:`(W, H, K) \mapsto (W, -H, K)`, so the piece recovered by Chen's relation is never the shorter
 one (no cancellation).
@@ -38,11 +40,13 @@ one (no cancellation).
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 
 from ._increment import remove_left, remove_right, reflect, to_moments
 
-__all__ = ["bridge_mean_cov", "split"]
+__all__ = ["bridge_mean_cov", "split", "split_midpoint"]
 
 
 def bridge_mean_cov(rho, d: int):
@@ -147,3 +151,37 @@ def split(h, v, rho, noise):
     h_right = jnp.where(flip, h_piece, h_rest_r)
     m_right = jnp.where(flip, m_piece, m_rest_r)
     return (h_left, m_left), (h_right, m_right)
+
+
+def split_midpoint(h, v, noise):
+    r"""Both halves of an interval of length ``h`` with components ``v`` (the tree's node split).
+
+    With :math:`\xi \sim N(0, I)`, :math:`Z = \tfrac14\sqrt h\,\xi_1 \sim N(0, h/16)` and, for
+    (W, H, K), :math:`Y = \tfrac{\sqrt 3}{48}\sqrt h\,\xi_2`, :math:`X = \tfrac{\sqrt 5}{120}\sqrt h\,\xi_3`:
+
+    .. math::
+        W_{L,R} = \tfrac12 W \pm (\tfrac32 H + Z), \quad
+        H_{L,R} = \tfrac14 H - \tfrac12 Z \pm (\tfrac{15}4 K + Y), \quad
+        K_{L,R} = \tfrac18 K - \tfrac12 Y \pm X;
+
+    for (W, H) only, :math:`H_{L,R} = \tfrac14 H - \tfrac12 Z \pm \tfrac12 N` with
+    :math:`N = \sqrt{h/12}\,\xi_2`; for W only, :math:`W_{L,R} = \tfrac12 W \pm \tfrac12\sqrt h\,\xi_1`.
+    These are :func:`split` at :math:`\rho = 1/2` (the test suite checks it).
+
+    Returns:
+        ``(even, odd)`` with ``left = even + odd`` and ``right = even - odd``, each ``(d,) + shape``.
+    """
+    d = v.shape[0]
+    rh = jnp.sqrt(jnp.asarray(h, v.dtype))
+    if d == 1:
+        return 0.5 * v, 0.5 * rh * noise
+    z = 0.25 * rh * noise[0]
+    if d == 2:
+        even = jnp.stack([0.5 * v[0], 0.25 * v[1] - 0.5 * z])
+        odd = jnp.stack([1.5 * v[1] + z, (0.5 / math.sqrt(12.0)) * rh * noise[1]])
+        return even, odd
+    y = (math.sqrt(3.0) / 48.0) * rh * noise[1]
+    x = (math.sqrt(5.0) / 120.0) * rh * noise[2]
+    even = jnp.stack([0.5 * v[0], 0.25 * v[1] - 0.5 * z, 0.125 * v[2] - 0.5 * y])
+    odd = jnp.stack([1.5 * v[1] + z, 3.75 * v[2] + y, x])
+    return even, odd

@@ -28,20 +28,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import check_range, concrete_value, is_concrete
-from ._bridge import split
+from ._bridge import split, split_midpoint
 from ._increment import BrownianIncrement, from_moments, join, levy_dim, to_moments
 
 __all__ = ["BrownianTree"]
 
-_ROOT, _LEAF_FIRST, _LEAF_SECOND = 2, 3, 4  # fold_in tags beside the child tags 0 and 1
-
-
 def _as_shape(shape) -> tuple[int, ...]:
     if isinstance(shape, (int, np.integer)):
         shape = (shape,)
+    if isinstance(shape, (str, bytes)):
+        raise ValueError(f"shape must be a tuple of non-negative ints, got {shape!r}")
     try:
         out = tuple(int(n) for n in shape)
-    except TypeError:
+    except (TypeError, ValueError):
         raise ValueError(f"shape must be a tuple of non-negative ints, got {shape!r}") from None
     if any(n < 0 for n in out) or any(float(n) != float(m) for n, m in zip(out, shape)):
         raise ValueError(f"shape must be a tuple of non-negative ints, got {shape!r}")
@@ -162,7 +161,7 @@ class BrownianTree:
         dtype = self.t0.dtype
         s, t = jnp.broadcast_arrays(jnp.asarray(s, dtype), jnp.asarray(t, dtype))
         batch = s.shape
-        flat = jax.vmap(self._query)(s.reshape(-1), t.reshape(-1))
+        flat = _evaluate_flat(self, s.reshape(-1), t.reshape(-1))
         return jax.tree_util.tree_map(lambda x: x.reshape(batch + x.shape[1:]), flat)
 
     def __call__(self, s, t=None) -> BrownianIncrement:
@@ -189,67 +188,119 @@ class BrownianTree:
                     f"s must be <= t, got s = {bs.ravel()[i]:g} > t = {bt.ravel()[i]:g}"
                 )
 
-    def _noise(self, key):
-        return jax.random.normal(key, (self.dim,) + self.shape, self.t0.dtype)
+    def _noise(self, level_key, hi, lo, deep: bool):
+        """Standard normals for the node at (level, position), position = hi * 2**32 + lo."""
+        k = jax.random.fold_in(level_key, hi) if deep else level_key
+        return _normals(jax.random.fold_in(k, lo), (self.dim,) + self.shape, self.t0.dtype)
 
     def _query(self, s, t):
         """One query on scalar times: both root-to-leaf walks in one loop over the levels."""
         d, dtype = self.dim, self.t0.dtype
         span = self.t1 - self.t0
         scale = jnp.asarray([1.0, 1.0 / math.sqrt(12.0), 1.0 / math.sqrt(720.0)][:d], dtype)
-        root_key, node_key = jax.random.split(self.key)
-        root = jnp.sqrt(span) * scale.reshape((d,) + (1,) * len(self.shape)) * self._noise(root_key)
-        empty = jnp.zeros((d,) + self.shape, dtype)
+        root_key, mid_key, cut_key, cut2_key = jax.random.split(self.key, 4)
+        shape = (d,) + self.shape
+        root = jnp.sqrt(span) * scale.reshape((d,) + (1,) * len(self.shape))
+        root = root * jax.random.normal(root_key, shape, dtype)
+        empty = jnp.zeros(shape, dtype)
         zero = jnp.zeros((), dtype)
+        u0 = jnp.zeros((), jnp.uint32)
 
-        def level(i, carry):
-            (parted, a_s, v_s, k_s, h_suf, m_suf, a_t, v_t, k_t, h_pre, m_pre) = carry
+        def level(i, carry, deep):
+            (parted, a_s, v_s, hi_s, lo_s, h_suf, m_suf, a_t, v_t, hi_t, lo_t, h_pre, m_pre) = carry
             h = span / jnp.exp2(i.astype(dtype))
             mid_s, mid_t = a_s + 0.5 * h, a_t + 0.5 * h
-            (hl_s, ml_s), (hr_s, mr_s) = split(h, v_s, 0.5, self._noise(k_s))
-            (hl_t, ml_t), (hr_t, mr_t) = split(h, v_t, 0.5, self._noise(k_t))
+            lkey = jax.random.fold_in(mid_key, i)
+            even_s, odd_s = split_midpoint(h, v_s, self._noise(lkey, hi_s, lo_s, deep))
+            even_t, odd_t = split_midpoint(h, v_t, self._noise(lkey, hi_t, lo_t, deep))
             s_left, t_left = s < mid_s, t < mid_t
+            half = 0.5 * h
             # After the walks have parted, the s-walk gathers right siblings (the part of the node
             # after s) and the t-walk gathers left siblings (the part before t).
             grow_suf = parted & s_left
-            h_new, m_new = join(hr_s, mr_s, h_suf, m_suf)
+            h_new, m_new = join(half, to_moments(half, even_s - odd_s), h_suf, m_suf)
             h_suf = jnp.where(grow_suf, h_new, h_suf)
             m_suf = jnp.where(grow_suf, m_new, m_suf)
             grow_pre = parted & ~t_left
-            h_new, m_new = join(h_pre, m_pre, hl_t, ml_t)
+            h_new, m_new = join(h_pre, m_pre, half, to_moments(half, even_t + odd_t))
             h_pre = jnp.where(grow_pre, h_new, h_pre)
             m_pre = jnp.where(grow_pre, m_new, m_pre)
-            v_s = jnp.where(s_left, from_moments(hl_s, ml_s), from_moments(hr_s, mr_s))
-            v_t = jnp.where(t_left, from_moments(hl_t, ml_t), from_moments(hr_t, mr_t))
+            v_s = even_s + jnp.where(s_left, odd_s, -odd_s)
+            v_t = even_t + jnp.where(t_left, odd_t, -odd_t)
             a_s = jnp.where(s_left, a_s, mid_s)
             a_t = jnp.where(t_left, a_t, mid_t)
-            k_s = jax.random.fold_in(k_s, jnp.where(s_left, 0, 1))
-            k_t = jax.random.fold_in(k_t, jnp.where(t_left, 0, 1))
+            hi_s, lo_s = _child(hi_s, lo_s, ~s_left)
+            hi_t, lo_t = _child(hi_t, lo_t, ~t_left)
             parted = parted | (s_left & ~t_left)
-            return (parted, a_s, v_s, k_s, h_suf, m_suf, a_t, v_t, k_t, h_pre, m_pre)
+            return (parted, a_s, v_s, hi_s, lo_s, h_suf, m_suf, a_t, v_t, hi_t, lo_t, h_pre, m_pre)
 
-        init = (False, self.t0, root, node_key, zero, empty, self.t0, root, node_key, zero, empty)
-        carry = jax.lax.fori_loop(0, self.depth, level, init)
-        (parted, a_s, v_s, k_s, h_suf, m_suf, a_t, v_t, k_t, h_pre, m_pre) = carry
+        init = (False, self.t0, root, u0, u0, zero, empty, self.t0, root, u0, u0, zero, empty)
+        # Positions below level 32 fit in one uint32; deeper levels fold in the high word too.
+        shallow = jnp.minimum(self.depth, _WORD)
+        carry = jax.lax.fori_loop(0, shallow, lambda i, c: level(i, c, False), init)
+        carry = jax.lax.fori_loop(_WORD, self.depth, lambda i, c: level(i, c, True), carry)
+        (parted, a_s, v_s, hi_s, lo_s, h_suf, m_suf, a_t, v_t, hi_t, lo_t, h_pre, m_pre) = carry
 
         leaf = self.leaf_length
-        rho_s = (s - a_s) / leaf
-        rho_t = (t - a_t) / leaf
+        deep = self.depth > _WORD
+        cut = jax.random.fold_in(cut_key, self.depth)
+        cut2 = jax.random.fold_in(cut2_key, self.depth)
+
+        def leaf_noise(key, hi, lo):
+            return jnp.where(deep, self._noise(key, hi, lo, True), self._noise(key, hi, lo, False))
+
         # Cut the s-leaf at s and the t-leaf at t (the same cut whichever query asks for it).
-        _, (hr_s, mr_s) = split(leaf, v_s, rho_s, self._noise(jax.random.fold_in(k_s, _LEAF_FIRST)))
-        (hl_t, ml_t), _ = split(leaf, v_t, rho_t, self._noise(jax.random.fold_in(k_t, _LEAF_FIRST)))
+        _, (hr_s, mr_s) = split(leaf, v_s, (s - a_s) / leaf, leaf_noise(cut, hi_s, lo_s))
+        (hl_t, ml_t), _ = split(leaf, v_t, (t - a_t) / leaf, leaf_noise(cut, hi_t, lo_t))
         h_a, m_a = join(hr_s, mr_s, h_suf, m_suf)
         h_b, m_b = join(h_pre, m_pre, hl_t, ml_t)
         h_apart, m_apart = join(h_a, m_a, h_b, m_b)
         # Same leaf: cut the piece after s again at t.
         rest = from_moments(hr_s, mr_s)
         rho_inner = jnp.where(hr_s > 0, (t - s) / jnp.where(hr_s > 0, hr_s, 1.0), 0.0)
-        (h_in, m_in), _ = split(
-            hr_s, rest, rho_inner, self._noise(jax.random.fold_in(k_s, _LEAF_SECOND))
-        )
+        (h_in, m_in), _ = split(hr_s, rest, rho_inner, leaf_noise(cut2, hi_s, lo_s))
         h_out = jnp.where(parted, h_apart, h_in)
         m_out = jnp.where(parted, m_apart, m_in)
         v = from_moments(h_out, m_out)
         valid = (self.t0 <= s) & (s <= t) & (t <= self.t1)
         v = jnp.where(valid, v, jnp.nan)
         return BrownianIncrement.from_stack(v)
+
+
+_WORD = 32
+
+
+@jax.jit
+def _evaluate_flat(tree: BrownianTree, s, t):
+    """Compiled once per (shape, levy_area, dtype, number of queries); trees are traced arguments."""
+    return jax.vmap(tree._query)(s, t)
+
+
+def _child(hi, lo, right):
+    """Position of the child (0: left, 1: right) as a 64-bit integer kept in two uint32 words."""
+    hi = (hi << 1) | (lo >> 31)
+    lo = (lo << 1) | right.astype(jnp.uint32)
+    return hi, lo
+
+
+def _normals(key, shape, dtype):
+    """Standard normals from the bits of one hashed key (counter-based: no key chain to carry).
+
+    The 64 bits of a threefry key are enough for two float32 normals; more are drawn when needed.
+    """
+    n = math.prod(shape)
+    words_each = 2 if jnp.dtype(dtype).itemsize == 8 else 1
+    data = jax.random.key_data(key).reshape(-1)
+    if data.dtype != jnp.uint32 or data.shape[0] < n * words_each:
+        return jax.random.normal(key, shape, dtype)
+    bits = data[: n * words_each]
+    if words_each == 1:
+        mant = (bits >> 9) | jnp.uint32(0x3F800000)
+        unit = jax.lax.bitcast_convert_type(mant, jnp.float32) - 1.0
+    else:
+        pairs = bits.reshape(n, 2).astype(jnp.uint64)
+        mant = (((pairs[:, 0] << 32) | pairs[:, 1]) >> 12) | jnp.uint64(0x3FF0000000000000)
+        unit = jax.lax.bitcast_convert_type(mant, jnp.float64) - 1.0
+    lo = jnp.nextafter(jnp.asarray(-1.0, unit.dtype), jnp.asarray(0.0, unit.dtype))
+    u = jnp.maximum(2.0 * unit - 1.0, lo)
+    return (math.sqrt(2.0) * jax.lax.erf_inv(u)).reshape(shape).astype(dtype)

@@ -1,0 +1,230 @@
+"""The Virtual Brownian Tree: exact relations, laws at random non-dyadic times, determinism, jit/vmap."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from solverlab.brownian import BrownianIncrement, BrownianTree
+from solverlab.brownian._increment import from_moments, join, to_moments
+
+from .stats import (
+    assert_mean_zero,
+    assert_standard_normal,
+    assert_uncorrelated,
+    assert_variance,
+)
+
+LEVY = [None, "space-time", "space-time-time"]
+N_PATHS = 20_000
+
+
+def _sample(levy_area, times, n=N_PATHS, tol=1e-3, t0=0.0, t1=1.0, seed=0):
+    """``times`` is a list of (s, t); returns a stacked array (n, len(times), d) of (W, H, K)."""
+    s = jnp.asarray([p[0] for p in times])
+    t = jnp.asarray([p[1] for p in times])
+
+    def one(key):
+        bm = BrownianTree(t0, t1, tol, (), key, levy_area=levy_area)
+        inc = bm.evaluate(s, t)
+        return jnp.stack([x for x in (inc.W, inc.H, inc.K) if x is not None], axis=-1)
+
+    keys = jax.random.split(jax.random.key(seed), n)
+    return np.asarray(jax.jit(jax.vmap(one))(keys), dtype=np.float64)
+
+
+def _chen(h1, v1, h2, v2):
+    h, m = join(h1, to_moments(h1, v1), h2, to_moments(h2, v2))
+    return from_moments(h, m)
+
+
+@pytest.mark.parametrize("levy_area", LEVY)
+def test_additivity_and_chen_relation_to_float_precision(levy_area, precision):
+    # Random, non-dyadic times, at least tol apart.
+    r, u, w = 0.1234567, 0.4012345, 0.8765432
+    bm = BrownianTree(0.0, 1.0, 1e-3, (3,), jax.random.key(7), levy_area=levy_area)
+    a, b, c = bm.evaluate(r, u), bm.evaluate(u, w), bm.evaluate(r, w)
+    eps = 1e-12 if precision == "float64" else 3e-6
+    np.testing.assert_allclose(a.W + b.W, c.W, atol=eps)
+    if levy_area is not None:
+        joined = _chen(u - r, a.stack(), w - u, b.stack())
+        np.testing.assert_allclose(joined, c.stack(), atol=eps)
+
+
+def test_evaluate_from_t0_is_the_path():
+    bm = BrownianTree(0.0, 2.0, 1e-3, (), jax.random.key(1), levy_area="space-time")
+    ts = jnp.asarray([0.3, 1.1, 1.7])
+    w = bm.evaluate(ts).W
+    np.testing.assert_allclose(w[1] - w[0], bm.evaluate(0.3, 1.1).W, atol=1e-6)
+    assert float(bm.evaluate(0.0, 0.0).W) == 0.0
+    assert float(bm.evaluate(0.5, 0.5).H) == 0.0
+
+
+@pytest.mark.parametrize("levy_area", LEVY)
+def test_laws_at_random_times(levy_area, x64):
+    # Three disjoint intervals (well apart), one inside a single leaf, one straddling leaves.
+    times = [(0.1234, 0.3771), (0.3771, 0.3799), (0.61, 0.93), (0.500013, 0.500311), (0.0, 1.0)]
+    x = _sample(levy_area, times, tol=1e-3)
+    for i, (s, t) in enumerate(times):
+        h = t - s
+        assert_variance(x[:, i, 0], h, f"W[{s},{t}]")
+        assert_mean_zero(x[:, i, 0], np.sqrt(h), f"W[{s},{t}]")
+        assert_standard_normal(x[:, i, 0] / np.sqrt(h), f"W[{s},{t}]")
+        if levy_area is not None:
+            assert_variance(x[:, i, 1], h / 12, f"H[{s},{t}]")
+            assert_standard_normal(x[:, i, 1] / np.sqrt(h / 12), f"H[{s},{t}]")
+            assert_uncorrelated(x[:, i, 0], x[:, i, 1], f"W, H on [{s},{t}]")
+        if levy_area == "space-time-time":
+            assert_variance(x[:, i, 2], h / 720, f"K[{s},{t}]")
+            assert_uncorrelated(x[:, i, 0], x[:, i, 2], f"W, K on [{s},{t}]")
+            assert_uncorrelated(x[:, i, 1], x[:, i, 2], f"H, K on [{s},{t}]")
+    # Disjoint intervals are independent, component by component.
+    d = x.shape[-1]
+    for i, j in [(0, 1), (0, 2), (1, 2)]:
+        for k in range(d):
+            for m in range(d):
+                assert_uncorrelated(x[:, i, k], x[:, j, m], f"intervals {i},{j} comp {k},{m}")
+
+
+def test_covariance_of_the_path_is_min(x64):
+    # Cov(W_s, W_t) = min(s, t) for values of the path (queries from t0).
+    ts = [0.137, 0.5521, 0.9003]
+    x = _sample(None, [(0.0, t) for t in ts])[..., 0]
+    cov = np.cov(x.T)
+    expected = np.minimum.outer(ts, ts)
+    se = np.sqrt((expected**2 + np.outer(ts, ts)) / N_PATHS)  # SE of a Gaussian sample covariance
+    assert np.all(np.abs(cov - expected) < 5 * se), (cov, expected)
+
+
+def test_fine_queries_inside_a_leaf_have_the_right_law(x64):
+    # A coarse tree (tol 0.25): the pieces come from the exact bridge inside one leaf, not interpolation.
+    times = [(0.3, 0.31), (0.05, 0.2)]
+    x = _sample("space-time", times, tol=0.25)
+    for i, (s, t) in enumerate(times):
+        assert_variance(x[:, i, 0], t - s, "W in leaf")
+        assert_variance(x[:, i, 1], (t - s) / 12, "H in leaf")
+        assert_uncorrelated(x[:, i, 0], x[:, i, 1], "W, H in leaf")
+
+
+def test_same_key_same_values_whatever_the_query_order():
+    bm = BrownianTree(0.0, 1.0, 1e-4, (2,), jax.random.key(11), levy_area="space-time-time")
+    rng = np.random.default_rng(0)
+    pts = np.sort(rng.uniform(0, 1, size=(64, 2)), axis=1)
+    forward = bm.evaluate(pts[:, 0], pts[:, 1])
+    order = rng.permutation(64)
+    shuffled = bm.evaluate(pts[order, 0], pts[order, 1])
+    for f, g in zip(forward.stack(), shuffled.stack()):
+        np.testing.assert_array_equal(np.asarray(f)[order], np.asarray(g))
+    one = bm.evaluate(float(pts[5, 0]), float(pts[5, 1]))
+    np.testing.assert_allclose(one.W, forward.W[5], rtol=1e-6)
+    again = BrownianTree(0.0, 1.0, 1e-4, (2,), jax.random.key(11), levy_area="space-time-time")
+    np.testing.assert_array_equal(again.evaluate(pts[:, 0], pts[:, 1]).H, forward.H)
+
+
+def test_refining_tol_keeps_the_coarse_path():
+    key = jax.random.key(5)
+    coarse = BrownianTree(0.0, 1.0, 2.0**-6, (), key, levy_area="space-time")
+    fine = BrownianTree(0.0, 1.0, 2.0**-12, (), key, levy_area="space-time")
+    nodes = jnp.arange(1, 64) / 64.0
+    np.testing.assert_allclose(coarse.evaluate(nodes).W, fine.evaluate(nodes).W, atol=2e-6)
+    np.testing.assert_allclose(coarse.evaluate(nodes).H, fine.evaluate(nodes).H, atol=2e-6)
+
+
+def test_works_under_jit_and_vmap_with_traced_tol_and_shapes():
+    @jax.jit
+    def walk(tol, s, t):
+        bm = BrownianTree(0.0, 1.0, tol, (4, 2), jax.random.key(0), levy_area="space-time")
+        return bm.evaluate(s, t)
+
+    s = jnp.linspace(0.0, 0.5, 6)
+    t = s + 0.25
+    out = walk(1e-3, s, t)
+    assert isinstance(out, BrownianIncrement)
+    assert out.W.shape == (6, 4, 2) and out.H.shape == (6, 4, 2) and out.K is None
+    walk(1e-5, s, t)
+    assert walk._cache_size() == 1  # tol is traced: a new value does not recompile
+    eager = BrownianTree(0.0, 1.0, 1e-3, (4, 2), jax.random.key(0), levy_area="space-time")
+    np.testing.assert_allclose(out.W, eager.evaluate(s, t).W, atol=1e-6)
+    # vmap over trees (keys) and over times
+    keys = jax.random.split(jax.random.key(1), 3)
+    many = jax.vmap(lambda k: BrownianTree(0.0, 1.0, 1e-3, (), k).evaluate(0.2, 0.7).W)(keys)
+    assert many.shape == (3,)
+
+
+@pytest.mark.parametrize("levy_area", LEVY)
+def test_dtype_follows_x64_flag(levy_area, precision):
+    bm = BrownianTree(0.0, 1.0, 1e-6, (), jax.random.key(0), levy_area=levy_area)
+    inc = bm.evaluate(0.3, 0.7)
+    expected = jnp.float64 if precision == "float64" else jnp.float32
+    assert all(x.dtype == expected for x in inc.stack())
+    assert np.all(np.isfinite(inc.stack()))
+
+
+def test_depth_is_logarithmic_and_leaves_are_below_tol():
+    for tol in [0.3, 1e-3, 1e-6, 2.0**-10]:
+        bm = BrownianTree(0.0, 1.0, tol, (), jax.random.key(0))
+        assert int(bm.depth) == int(np.ceil(np.log2(1.0 / tol) - 1e-9))
+        assert float(bm.leaf_length) <= tol * (1 + 1e-6)
+    assert int(BrownianTree(0.0, 1.0, 1.0, (), jax.random.key(0)).depth) == 0
+
+
+def test_deep_trees_beyond_32_levels(x64):
+    # Positions need more than one 32-bit word below level 32.
+    times = [(0.3, 0.3 + 3e-11), (0.1, 0.9)]
+    x = _sample("space-time", times, tol=1e-11, n=4000)
+    assert_variance(x[:, 0, 0], 3e-11, "deep W")
+    assert_variance(x[:, 0, 1], 3e-11 / 12, "deep H")
+    assert_variance(x[:, 1, 0], 0.8, "W")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(t0=1.0, t1=1.0), r"t1 must be greater than t0 = 1, got t1 = 1"),
+        (dict(t0=2.0, t1=1.0), r"t1 must be greater than t0"),
+        (dict(tol=0.0), r"tol must lie in \(0, 1\], got 0"),
+        (dict(tol=-1e-3), r"tol must lie in \(0, 1\]"),
+        (dict(tol=2.0), r"tol must lie in \(0, 1\], got 2"),
+        (dict(tol=float("nan")), r"tol must be finite"),
+        (dict(shape=(-1,)), r"shape must be a tuple of non-negative ints"),
+        (dict(shape="ab"), r"shape must be a tuple of non-negative ints"),
+        (dict(levy_area="space"), r"levy_area must be one of"),
+        (dict(key=0), r"key must be a jax.random key"),
+        (dict(key=None), r"key must be a jax.random key"),
+    ],
+)
+def test_bad_construction_names_parameter_value_and_range(kwargs, match):
+    args = dict(t0=0.0, t1=1.0, tol=1e-3, shape=(), key=jax.random.key(0), levy_area=None)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        BrownianTree(**args)
+
+
+@pytest.mark.parametrize(
+    "s, t, match",
+    [
+        (-0.1, 0.5, r"s must lie in \[0, 1\], got -0.1"),
+        (0.2, 1.5, r"t must lie in \[0, 1\], got 1.5"),
+        (0.7, 0.3, r"s must be <= t, got s = 0.7 > t = 0.3"),
+        (np.array([0.1, 0.2]), np.array([0.3, 0.4, 0.5]), r"s and t must broadcast together"),
+    ],
+)
+def test_bad_queries_raise_before_compiling(s, t, match):
+    bm = BrownianTree(0.0, 1.0, 1e-3, (), jax.random.key(0))
+    with pytest.raises(ValueError, match=match):
+        bm.evaluate(s, t)
+
+
+def test_traced_bad_queries_give_nan_not_garbage():
+    bm = BrownianTree(0.0, 1.0, 1e-3, (), jax.random.key(0), levy_area="space-time")
+    out = jax.jit(lambda s, t: bm.evaluate(s, t))(jnp.asarray([0.7, -0.1, 0.2]), jnp.asarray([0.3, 0.5, 0.4]))
+    assert np.isnan(out.W[0]) and np.isnan(out.H[1])
+    assert np.isfinite(out.W[2])
+
+
+def test_a_tree_is_a_pytree():
+    bm = BrownianTree(0.0, 1.0, 1e-3, (2,), jax.random.key(0), levy_area="space-time")
+    leaves, treedef = jax.tree_util.tree_flatten(bm)
+    rebuilt = jax.tree_util.tree_unflatten(treedef, leaves)
+    np.testing.assert_array_equal(rebuilt.evaluate(0.1, 0.2).W, bm.evaluate(0.1, 0.2).W)
+    assert "space-time" in repr(bm)

@@ -1,0 +1,140 @@
+"""The pattern every SolverLab dashboard follows.
+
+A dashboard is one :class:`Dashboard` subclass (a ``param.Parameterized``, through Panel's
+``Viewer``) with
+
+* typed, bounded parameters: the bounds are the validation, and Panel turns them into widgets;
+* :meth:`Dashboard.warm_up`: compiles the jitted kernels before the first slider move. Subclasses
+  delegate to a cached module-level function, so only the first instance in a process pays (``panel
+  serve`` builds one instance per browser session);
+* :meth:`Dashboard.compute`: checks the parameters (``ValueError`` naming what is wrong), calls the
+  jitted kernels with fixed-dtype arguments and returns named outputs: a dict of NumPy columns for
+  each plot's data, or a string for a text pane;
+* :meth:`Dashboard.views`: Bokeh figures drawing from :meth:`Dashboard.source` (a
+  ``ColumnDataSource`` per named output) and text from :meth:`Dashboard.text`.
+
+A parameter change runs :meth:`compute` once and assigns the new columns to the existing
+``ColumnDataSource``\\ s (one message to the browser, plots updated in place; axes follow the data in
+the browser). This is the "update the ColumnDataSource" route of design.md section 9: on a 2-core
+machine, HoloViews ``DynamicMap`` redraws cost about 25 ms of server time per plot per move, which
+alone broke the latency target, while assigning columns costs well under a millisecond.
+
+When :meth:`compute` raises, the page shows the message in an alert and keeps the last good plots;
+``ValueError`` and :class:`solverlab.SolverError` are expected and shown as they are, anything else
+is logged with its traceback and shown as an unexpected error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import panel as pn
+from bokeh.models import ColumnDataSource
+
+from solverlab import SolverError
+
+__all__ = ["Dashboard"]
+
+log = logging.getLogger("solverlab.widgets")
+
+
+class Dashboard(pn.viewable.Viewer):
+    """Base class: parameters in; plot data, text and an alert out.
+
+    Subclasses set :attr:`title`, :attr:`kernels` and :attr:`widgets`, and implement
+    :meth:`compute` and :meth:`views` (and usually :meth:`warm_up`).
+    """
+
+    #: Heading shown above the controls.
+    title: str = "Dashboard"
+    #: The jitted functions behind the plots; :meth:`compile_count` sums their compile caches.
+    kernels: Sequence = ()
+    #: Widget overrides for ``pn.Param`` (parameter name -> widget type or dict of options).
+    widgets: dict = {}
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
+        self._outputs: list[tuple[str, Any]] = []  # (output name, ColumnDataSource or text pane)
+        self.warm_up()
+        # The first compute runs at construction, so bad initial values raise here, at the
+        # Python boundary, like any other invalid argument.
+        self.data: dict[str, Any] = self.compute()
+        self.param.watch(self.refresh, self.controls())
+
+    # -- the contract for subclasses ------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Compile every kernel variant the controls can reach (called once per instance)."""
+
+    def compute(self) -> dict[str, Any]:
+        """Validate the parameters, run the kernels, return ``{name: columns dict or text}``."""
+        raise NotImplementedError
+
+    def views(self) -> list:
+        """The figures and text panes, drawing from :meth:`source` and :meth:`text`."""
+        raise NotImplementedError
+
+    # -- building blocks for views() ------------------------------------------------------------
+    def source(self, name: str) -> ColumnDataSource:
+        """A ``ColumnDataSource`` holding output ``name``, kept up to date on every change."""
+        cds = ColumnDataSource(self.data[name])
+        self._outputs.append((name, cds))
+        return cds
+
+    def text(self, name: str, **kwargs) -> pn.pane.Markdown:
+        """A Markdown pane showing output ``name`` (a string), kept up to date on every change."""
+        pane = pn.pane.Markdown(self.data[name], **kwargs)
+        self._outputs.append((name, pane))
+        return pane
+
+    # -- shared machinery -----------------------------------------------------------------------
+    def controls(self) -> list[str]:
+        """Names of the parameters shown as widgets (all but ``name``)."""
+        return [p for p in self.param if p != "name"]
+
+    def refresh(self, *events) -> bool:
+        """Recompute and push the new outputs to the page; on failure show the alert instead.
+
+        Returns True when the outputs were updated.
+        """
+        try:
+            data = self.compute()
+        except (ValueError, SolverError) as exc:
+            log.info("%s: %s", type(self).__name__, exc)
+            self.show_error(str(exc))
+            return False
+        except Exception as exc:  # a bug, not a bad input: keep the page alive and log it
+            log.exception("%s failed to update", type(self).__name__)
+            self.show_error(f"Unexpected error ({type(exc).__name__}: {exc}). Details are in the server log.")
+            return False
+        self.data = data
+        # One message to the browser for all outputs, and one model-graph recompute.
+        with pn.io.hold(freeze=True):
+            self.alert.visible = False
+            for name, output in self._outputs:
+                if isinstance(output, ColumnDataSource):
+                    output.data = data[name]
+                else:
+                    output.object = data[name]
+        return True
+
+    def show_error(self, message: str) -> None:
+        """Show ``message`` in the page's alert (the plots keep their last good state)."""
+        self.alert.object = message
+        self.alert.visible = True
+
+    def compile_count(self) -> int:
+        """How many compiled variants the kernels hold; constant once warmed up."""
+        return sum(kernel._cache_size() for kernel in self.kernels)
+
+    def __panel__(self):
+        controls = pn.Param(
+            self.param,
+            parameters=self.controls(),
+            widgets=self.widgets,
+            show_name=False,
+            width=300,
+        )
+        sidebar = pn.Column(f"## {self.title}", controls, width=320)
+        return pn.Row(sidebar, pn.Column(self.alert, *self.views()))
