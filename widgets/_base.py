@@ -109,8 +109,9 @@ class Dashboard(pn.viewable.Viewer):
             self.show_error(f"Unexpected error ({type(exc).__name__}: {exc}). Details are in the server log.")
             return False
         self.data = data
-        # One message to the browser for all outputs, and one model-graph recompute.
-        with pn.io.hold(freeze=True):
+        # One message to the browser for all outputs. (Assigning columns and text adds no models,
+        # so Bokeh recomputes nothing; hold(freeze=True) would force one full recompute.)
+        with pn.io.hold():
             self.alert.visible = False
             for name, output in self._outputs:
                 if isinstance(output, ColumnDataSource):

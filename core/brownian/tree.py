@@ -70,7 +70,8 @@ class BrownianTree:
 
     Args:
         t0, t1: the interval, ``t0 < t1``.
-        tol: the finest spacing at which queries are exact in law; ``0 < tol <= t1 - t0``. The tree
+        tol: the finest spacing at which queries are exact in law,
+            ``(t1 - t0) * 2**-62 <= tol <= t1 - t0``. The tree
             has depth :math:`\lceil\log_2((t_1 - t_0)/\mathrm{tol})\rceil`; the depth is a traced
             value, so changing ``tol`` does not recompile.
         shape: shape of the Brownian motion (``()`` for a scalar one).
@@ -101,8 +102,10 @@ class BrownianTree:
                 raise ValueError(f"{name} must be a scalar, got shape {val.shape}")
         if c0 is not None and c1 is not None and not c1 > c0:
             raise ValueError(f"t1 must be greater than t0 = {float(c0):g}, got t1 = {float(c1):g}")
-        high = None if c0 is None or c1 is None else float(c1 - c0)
-        check_range("tol", tol, low=0.0, low_open=True, high=high)
+        span = None if c0 is None or c1 is None else float(c1 - c0)
+        # Node positions are 64-bit integers: at most _MAX_DEPTH levels.
+        low = 0.0 if span is None else span * 2.0**-_MAX_DEPTH
+        check_range("tol", tol, low=low, low_open=span is None, high=span)
         dtype = jnp.result_type(float)
         t0a, t1a, tola = (jnp.asarray(x, dtype) for x in (t0, t1, tol))
         if is_concrete((t0, t1, tol)):
@@ -110,7 +113,8 @@ class BrownianTree:
             depth = max(0, math.ceil(math.log2(ratio) - 1e-9))
             depth = jnp.asarray(depth, jnp.int32)
         else:  # traced: same formula inside the trace
-            depth = jnp.maximum(jnp.ceil(jnp.log2((t1a - t0a) / tola) - 1e-9), 0).astype(jnp.int32)
+            levels = jnp.ceil(jnp.log2((t1a - t0a) / tola) - 1e-9)
+            depth = jnp.clip(jnp.nan_to_num(levels), 0, _MAX_DEPTH).astype(jnp.int32)
         self.t0, self.t1, self.tol, self.depth = t0a, t1a, tola, depth
         self.key = _as_key(key)
         self.shape = shape
@@ -153,7 +157,8 @@ class BrownianTree:
         Returns:
             :class:`BrownianIncrement` with ``W`` (and ``H``, ``K`` as asked) of shape
             ``broadcast(s, t).shape + self.shape``. Concrete out-of-range queries raise
-            ``ValueError``; traced ones return NaN.
+            ``ValueError``; traced ones (and trees built from bad traced ``t0``, ``t1``, ``tol``)
+            return NaN.
         """
         if t is None:
             s, t = self.t0, s
@@ -262,12 +267,15 @@ class BrownianTree:
         h_out = jnp.where(parted, h_apart, h_in)
         m_out = jnp.where(parted, m_apart, m_in)
         v = from_moments(h_out, m_out)
+        # Traced arguments are not checked at construction: bad ones give NaN, never garbage.
         valid = (self.t0 <= s) & (s <= t) & (t <= self.t1)
+        valid &= (self.t0 < self.t1) & (self.tol >= span * 2.0**-_MAX_DEPTH) & (self.tol <= span)
         v = jnp.where(valid, v, jnp.nan)
         return BrownianIncrement.from_stack(v)
 
 
 _WORD = 32
+_MAX_DEPTH = 62
 
 
 @jax.jit

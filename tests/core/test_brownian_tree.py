@@ -182,9 +182,10 @@ def test_deep_trees_beyond_32_levels(x64):
     [
         (dict(t0=1.0, t1=1.0), r"t1 must be greater than t0 = 1, got t1 = 1"),
         (dict(t0=2.0, t1=1.0), r"t1 must be greater than t0"),
-        (dict(tol=0.0), r"tol must lie in \(0, 1\], got 0"),
-        (dict(tol=-1e-3), r"tol must lie in \(0, 1\]"),
-        (dict(tol=2.0), r"tol must lie in \(0, 1\], got 2"),
+        (dict(tol=0.0), r"tol must lie in \[2.1684e-19, 1\], got 0"),
+        (dict(tol=-1e-3), r"tol must lie in \[2.1684e-19, 1\], got -0.001"),
+        (dict(tol=2.0), r"tol must lie in \[2.1684e-19, 1\], got 2"),
+        (dict(tol=1e-20), r"tol must lie in \[2.1684e-19, 1\], got 1e-20"),
         (dict(tol=float("nan")), r"tol must be finite"),
         (dict(shape=(-1,)), r"shape must be a tuple of non-negative ints"),
         (dict(shape="ab"), r"shape must be a tuple of non-negative ints"),
@@ -220,6 +221,15 @@ def test_traced_bad_queries_give_nan_not_garbage():
     out = jax.jit(lambda s, t: bm.evaluate(s, t))(jnp.asarray([0.7, -0.1, 0.2]), jnp.asarray([0.3, 0.5, 0.4]))
     assert np.isnan(out.W[0]) and np.isnan(out.H[1])
     assert np.isfinite(out.W[2])
+
+
+def test_trees_from_bad_traced_arguments_give_nan():
+    @jax.jit
+    def w(t1, tol):
+        return BrownianTree(0.0, t1, tol, (), jax.random.key(0)).evaluate(0.0, 0.5).W
+
+    assert np.isfinite(w(1.0, 1e-3))
+    assert np.isnan(w(1.0, 0.0)) and np.isnan(w(1.0, -1.0)) and np.isnan(w(0.0, 1e-3))
 
 
 def test_a_tree_is_a_pytree():
