@@ -44,13 +44,14 @@ chromium:
 	  else echo "chromium not found (apt-get install chromium): browser tests will be skipped"; fi; }
 
 test: install chromium
-	$(BIN)/python -m pytest tests course --nbval-lax --sanitize-with course/nbval_sanitize.cfg $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests course --nbval-lax --nbval-sanitize-with course/nbval_sanitize.cfg $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest tests -m "not browser and not slow" $(PYTEST_ARGS)
 
 bench: install chromium
-	cd benchmarks && $(BIN)/python bench_tree.py && $(BIN)/python latency.py
+	$(BIN)/python benchmarks/bench_tree.py
+	$(BIN)/python benchmarks/latency.py --write-results
 
 # Re-pin constraints.txt from a fresh resolve (run after changing dependencies in pyproject.toml).
 lock:

@@ -9,7 +9,8 @@ Usage::
         wait_for_data_change(page, before)
 
 * :func:`panel_server` runs ``panel serve --warm`` on a free 127.0.0.1 port in a subprocess, waits
-  until the apps answer, and stops it afterwards (its log is attached to any start-up error).
+  until the apps answer, and stops it afterwards (its log is attached to any start-up error);
+  :func:`server_process` does the same for any server command (``solverlab serve``).
 * :func:`chromium` launches the Debian ``/usr/bin/chromium`` headless through Playwright's sync API;
   :func:`chromium_missing` says why that cannot work here (tests skip with that reason).
 * Plot updates are observed through the Bokeh document in the page: :func:`data_signature` digests
@@ -32,7 +33,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -66,7 +67,7 @@ _SIGNATURE_JS = """
 }
 """
 
-# The page is ready for input once Bokeh has rendered the document, it is idle, and a plot canvas exists.
+# The page is ready for input once Bokeh has rendered the document, it is idle, and it holds plot data.
 _READY_JS = """
 () => window.Bokeh !== undefined && Bokeh.documents.length > 0 && Bokeh.documents[0].is_idle
       && [...Bokeh.documents[0].all_models].some((m) => m.type === "ColumnDataSource")
@@ -101,6 +102,12 @@ def chromium_missing() -> str | None:
     return None
 
 
+def chromium_version() -> str:
+    """The version Chromium reports, e.g. "156.0.8078.108"."""
+    out = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True, check=False).stdout
+    return out.split()[1] if len(out.split()) > 1 else "unknown"
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as sock:
@@ -110,7 +117,7 @@ def free_port() -> int:
 
 @dataclasses.dataclass
 class PanelServer:
-    """A running ``panel serve`` subprocess."""
+    """A server subprocess listening on 127.0.0.1:``port``, with its log."""
 
     port: int
     process: subprocess.Popen
@@ -130,23 +137,37 @@ def panel_server(*apps: str | os.PathLike, args: Sequence[str] = (), timeout: fl
     Waits until every app answers HTTP 200 (``--warm`` has run each app once by then, so the
     kernels are compiled), or raises ``RuntimeError`` with the server's log.
     """
+
+    def command(port: int) -> list[str]:
+        return [
+            sys.executable, "-m", "panel", "serve", *map(str, apps),
+            "--address", "127.0.0.1", "--port", str(port),
+            "--allow-websocket-origin", f"127.0.0.1:{port}",
+            "--warm", *args,
+        ]
+
+    with server_process(command, [Path(app).stem for app in apps], timeout=timeout) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def server_process(command: Callable[[int], list[str]], paths: Sequence[str], *,
+                   timeout: float = 180.0) -> Iterator[PanelServer]:
+    """Run ``command(port)`` (a server on 127.0.0.1:port) from the repository root; stop it on exit.
+
+    Waits until each of ``paths`` answers HTTP 200, or raises ``RuntimeError`` with the server's log.
+    """
     port = free_port()
-    log_dir = Path(tempfile.mkdtemp(prefix="solverlab-panel-"))
+    log_dir = Path(tempfile.mkdtemp(prefix="solverlab-server-"))
     log_path = log_dir / "server.log"
-    command = [
-        sys.executable, "-m", "panel", "serve", *map(str, apps),
-        "--address", "127.0.0.1", "--port", str(port),
-        "--allow-websocket-origin", f"127.0.0.1:{port}",
-        "--warm", *args,
-    ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(command(port), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     server = PanelServer(port, process, log_path)
     try:
         deadline = time.monotonic() + timeout
-        for app in apps:
-            _wait_until_served(server, Path(app).stem, deadline)
+        for path in paths:
+            _wait_until_served(server, path, deadline)
         yield server
     finally:
         process.terminate()
@@ -161,7 +182,7 @@ def panel_server(*apps: str | os.PathLike, args: Sequence[str] = (), timeout: fl
 def _wait_until_served(server: PanelServer, app: str, deadline: float) -> None:
     while True:
         if server.process.poll() is not None:
-            raise RuntimeError(f"panel serve exited with code {server.process.returncode}:\n{server.log()}")
+            raise RuntimeError(f"the server exited with code {server.process.returncode}:\n{server.log()}")
         try:
             with urllib.request.urlopen(server.url(app), timeout=5) as response:
                 if response.status == 200:
@@ -169,7 +190,7 @@ def _wait_until_served(server: PanelServer, app: str, deadline: float) -> None:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f"panel serve did not serve /{app} in time:\n{server.log()}")
+            raise RuntimeError(f"the server did not serve /{app} in time:\n{server.log()}")
         time.sleep(0.25)
 
 
@@ -187,12 +208,17 @@ def chromium():
 
 
 def open_app(browser, url: str, *, width: int = 1200, height: int = 1000, timeout_ms: float = 60_000):
-    """Open ``url`` in a new page and wait until its Bokeh document has rendered and is idle."""
+    """Open ``url`` in a new page and wait until its plots are drawn (see :func:`wait_until_ready`)."""
     page = browser.new_page(viewport={"width": width, "height": height})
     page.goto(url)
+    wait_until_ready(page, timeout_ms=timeout_ms)
+    return page
+
+
+def wait_until_ready(page, *, timeout_ms: float = 60_000) -> None:
+    """Wait until the page's Bokeh document is rendered and idle and a plot canvas is visible."""
     page.wait_for_function(_READY_JS, timeout=timeout_ms)
     page.locator(".bk-Canvas").first.wait_for(state="visible", timeout=timeout_ms)
-    return page
 
 
 def data_signature(page) -> str:
@@ -207,8 +233,21 @@ def wait_for_data_change(page, before: str, *, timeout_ms: float = 15_000) -> st
     return data_signature(page)
 
 
+def source_data(page, name: str) -> dict[str, list]:
+    """The columns of the page's ColumnDataSource called ``name`` (plain lists; NaN stays NaN)."""
+    return page.evaluate(
+        """(name) => {
+          const source = Bokeh.documents[0].get_model_by_name(name);
+          if (source === null) throw new Error(`no model named ${name}`);
+          const data = source.data instanceof Map ? source.data : new Map(Object.entries(source.data));
+          return Object.fromEntries([...data].map(([key, column]) => [key, Array.from(column)]));
+        }""",
+        name,
+    )
+
+
 def slider_handle(page, title: str, which: str = ""):
-    """The handle of the slider whose title starts with ``title`` (``which``: "lower"/"upper" for ranges)."""
+    """The handle of the slider whose title contains ``title`` (``which``: "lower"/"upper" for ranges)."""
     widget = page.locator(".bk-Slider, .bk-RangeSlider").filter(has_text=title)
     return widget.locator(f".noUi-handle{'-' + which if which else ''}")
 

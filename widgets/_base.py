@@ -14,10 +14,11 @@ A dashboard is one :class:`Dashboard` subclass (a ``param.Parameterized``, throu
   ``ColumnDataSource`` per named output) and text from :meth:`Dashboard.text`.
 
 A parameter change runs :meth:`compute` once and assigns the new columns to the existing
-``ColumnDataSource``\\ s (one message to the browser, plots updated in place; axes follow the data in
+ColumnDataSources (one message to the browser, plots updated in place; axes follow the data in
 the browser). This is the "update the ColumnDataSource" route of design.md section 9: on a 2-core
-machine, HoloViews ``DynamicMap`` redraws cost about 25 ms of server time per plot per move, which
-alone broke the latency target, while assigning columns costs well under a millisecond.
+machine, redrawing HoloViews DynamicMaps cost 25-30 ms of server time per plot per move, which
+alone broke the latency target (``benchmarks/latency.py``), while assigning columns costs well under
+a millisecond.
 
 When :meth:`compute` raises, the page shows the message in an alert and keeps the last good plots;
 ``ValueError`` and :class:`solverlab.SolverError` are expected and shown as they are, anything else
@@ -42,12 +43,13 @@ log = logging.getLogger("solverlab.widgets")
 class Dashboard(pn.viewable.Viewer):
     """Base class: parameters in; plot data, text and an alert out.
 
-    Subclasses set :attr:`title`, :attr:`kernels` and :attr:`widgets`, and implement
+    Subclasses set :attr:`title`, :attr:`description`, :attr:`kernels` and :attr:`widgets`, and implement
     :meth:`compute` and :meth:`views` (and usually :meth:`warm_up`).
     """
 
-    #: Heading shown above the controls.
+    #: Heading shown above the controls, and a few sentences under it (Markdown).
     title: str = "Dashboard"
+    description: str = ""
     #: The jitted functions behind the plots; :meth:`compile_count` sums their compile caches.
     kernels: Sequence = ()
     #: Widget overrides for ``pn.Param`` (parameter name -> widget type or dict of options).
@@ -77,8 +79,11 @@ class Dashboard(pn.viewable.Viewer):
 
     # -- building blocks for views() ------------------------------------------------------------
     def source(self, name: str) -> ColumnDataSource:
-        """A ``ColumnDataSource`` holding output ``name``, kept up to date on every change."""
-        cds = ColumnDataSource(self.data[name])
+        """A new ``ColumnDataSource`` holding output ``name`` (also its Bokeh name), kept up to date.
+
+        Call it once per output in :meth:`views` and share the source between figures.
+        """
+        cds = ColumnDataSource(self.data[name], name=name)
         self._outputs.append((name, cds))
         return cds
 
@@ -137,5 +142,5 @@ class Dashboard(pn.viewable.Viewer):
             show_name=False,
             width=300,
         )
-        sidebar = pn.Column(f"## {self.title}", controls, width=320)
+        sidebar = pn.Column(f"## {self.title}", controls, pn.pane.Markdown(self.description, width=290), width=320)
         return pn.Row(sidebar, pn.Column(self.alert, *self.views()))

@@ -6,8 +6,8 @@ Three views of one :class:`solverlab.brownian.BrownianTree` on :math:`[0, 1]`:
    queried on a finer grid inside the window: one key, one path, so the coarse curve never moves
    when only the window does;
 2. a zoom on :math:`[a, b]` with the tree's leaves (intervals of length ``leaf_length <= tol``)
-   shaded. Inside a leaf the tree only bridges: queries closer than ``tol`` are not Brownian in
-   law, and the path there is a smooth arc;
+   shaded. Inside a leaf the tree only bridges, with one draw per leaf: queries closer than ``tol``
+   are not Brownian in law, and at large ``tol`` the zoom shows it;
 3. running moments of the increment over :math:`M` independent keys against the law
    (Jelincic, Foster & Kidger 2024; Foster's thesis):
    :math:`W_{a,b} \sim N(0, h)`, :math:`H_{a,b} \sim N(0, h/12)`, independent, with
@@ -16,7 +16,8 @@ Three views of one :class:`solverlab.brownian.BrownianTree` on :math:`[0, 1]`:
    standard error :math:`1/\sqrt m`), with the theory and its :math:`\pm 2` s.e. band in the figure.
 
 Every slider value reaches the kernels as a traced float32/int32 scalar and every shape is a
-module constant, so after :func:`warm_up_kernels` no slider move compiles.
+module constant, so after :func:`warm_up_kernels` no slider move compiles. The figures are Bokeh
+figures whose ColumnDataSources the base class refills in place (see :mod:`._base`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ _FIGURE = dict(width=760, height=250, tools="", toolbar_location=None)
 
 
 def _tree(key, tol, levy_area: bool) -> BrownianTree:
+    """The dashboard's tree: a scalar Brownian motion on [0, 1], with H when ``levy_area``."""
     return BrownianTree(0.0, 1.0, tol, (), key, levy_area="space-time" if levy_area else None)
 
 
@@ -128,8 +130,9 @@ def _leaf_bands(a: float, b: float, leaf: float) -> tuple[int, dict]:
 
 
 def _summary(tol: float, path: dict, leaves: int, a: float, b: float) -> str:
+    """The numbers behind the plots, as Markdown."""
     depth = int(path["depth"])
-    drawn = "shaded" if leaves <= MAX_LEAVES_DRAWN else f"too many to shade, at most {MAX_LEAVES_DRAWN} are"
+    drawn = "shaded" if leaves <= MAX_LEAVES_DRAWN else f"not shaded: more than {MAX_LEAVES_DRAWN}"
     h_ab = "(Levy area off)" if np.isnan(path["H_ab"]) else f"{path['H_ab']:+.4f}"
     return (
         f"**tol** = {tol:.2e}: depth J = {depth}, leaf length 2^-{depth} = {float(path['leaf_length']):.3e};"
@@ -139,22 +142,31 @@ def _summary(tol: float, path: dict, leaves: int, a: float, b: float) -> str:
 
 
 def _figure(title: str, **kwargs):
+    """A fixed-size figure without toolbar; axes follow the data in the browser unless given."""
     fig = figure(title=title, **{**_FIGURE, **kwargs})
     fig.title.text_font_size = "13pt"
     return fig
 
 
-def _legend(fig, location: str) -> None:
-    fig.legend.location = location
-    fig.legend.background_fill_alpha = 0.7
-    fig.legend.label_text_font_size = "10pt"
-    fig.legend.padding = fig.legend.spacing = 2
+def _legend_above(fig) -> None:
+    """One row of legend entries between the title and the plot, clear of the data."""
+    legend = fig.legend[0]
+    legend.orientation = "horizontal"
+    legend.label_text_font_size = "10pt"
+    legend.padding = legend.margin = 2
+    legend.border_line_alpha = 0
+    fig.add_layout(legend, "above")
 
 
 class BrownianTreeDashboard(Dashboard):
     """The Virtual Brownian Tree: one key, one path at any resolution, increments with the right law."""
 
     title = "Virtual Brownian Tree"
+    description = (
+        "One key fixes the whole path. Lower **tol** to refine it: the coarse path keeps its shape and the "
+        "tree adds detail inside its leaves. Move **[a, b]** to zoom. The bottom plot samples the increment "
+        "over [a, b] from many keys against its law: W ~ N(0, h), H ~ N(0, h/12), independent."
+    )
     kernels = (path_kernel, moments_kernel)
     widgets = {
         "log10_tol": {"type": pn.widgets.FloatSlider, "step": 0.1, "format": "0.0"},
@@ -196,45 +208,51 @@ class BrownianTreeDashboard(Dashboard):
         }
 
     def views(self) -> list:
-        return [self._path_figure(), self._zoom_figure(), self.text("summary", width=760), self._moments_figure()]
+        # One source per output, shared by the figures that draw it (sent to the browser once).
+        src = {name: self.source(name) for name in ("coarse", "fine", "inside", "window", "leaves", "moments")}
+        return [_path_figure(src), _zoom_figure(src), self.text("summary", width=760), _moments_figure(src)]
 
-    def _path_figure(self):
-        fig = _figure("W on [0, 1]: one key, one path", x_axis_label="t", y_axis_label="W")
-        fig.vstrip(x0="x0", x1="x1", source=self.source("window"), color="#9ecae1", alpha=0.35)
-        fig.line("t", "W", source=self.source("coarse"), color="#555555", line_width=1.5,
-                 legend_label=f"coarse grid ({N_COARSE} points)")
-        fig.line("t", "W", source=self.source("fine"), color="#e6550d", line_width=1,
-                 legend_label=f"[a, b] refined ({N_FINE} points)")
-        _legend(fig, "top_left")
-        return pn.pane.Bokeh(fig)
 
-    def _zoom_figure(self):
-        fig = _figure("zoom on [a, b]: shaded bands are every other leaf of the tree",
-                      x_axis_label="t", y_axis_label="W")
-        fig.vstrip(x0="x0", x1="x1", source=self.source("leaves"), color="#bdbdbd", alpha=0.4)
-        fig.line("t", "W", source=self.source("fine"), color="#e6550d", line_width=1.5,
-                 legend_label="path on the fine grid")
-        fig.scatter("t", "W", source=self.source("inside"), color="#555555", size=5,
-                    legend_label="coarse grid points")
-        _legend(fig, "top_left")
-        return pn.pane.Bokeh(fig)
+def _path_figure(src: dict) -> pn.pane.Bokeh:
+    """The path on [0, 1] with the window shaded and the refined path inside it."""
+    fig = _figure("W on [0, 1]: one key, one path", x_axis_label="t", y_axis_label="W")
+    fig.vstrip(x0="x0", x1="x1", source=src["window"], color="#9ecae1", alpha=0.35)
+    fig.line("t", "W", source=src["coarse"], color="#555555", line_width=1.5,
+             legend_label=f"coarse grid ({N_COARSE} points)")
+    fig.line("t", "W", source=src["fine"], color="#e6550d", line_width=1,
+             legend_label=f"[a, b] refined ({N_FINE} points)")
+    _legend_above(fig)
+    return pn.pane.Bokeh(fig)
 
-    def _moments_figure(self):
-        fig = _figure(f"running means over m of {N_KEYS} keys; dashed: theory, grey: ±2 standard errors",
-                      x_axis_type="log", x_range=(float(M_SHOWN[0]), float(N_KEYS)), y_range=(-0.8, 2.2),
-                      x_axis_label="m (number of keys)", y_axis_label="running mean")
-        fig.title.text_font_size = "11pt"
-        m = M_SHOWN.astype(float)
-        for centre, error in ((1.0, 2.0 * np.sqrt(2.0 / m)), (0.0, 2.0 / np.sqrt(m))):
-            band = ColumnDataSource({"m": m, "lower": centre - error, "upper": centre + error})
-            fig.add_layout(Band(base="m", lower="lower", upper="upper", source=band,
-                                fill_color="#d9d9d9", fill_alpha=0.6, line_color="#bdbdbd"))
-            fig.add_layout(Span(location=centre, dimension="width", line_color="black", line_dash="dashed",
-                                line_width=1.5))
-        source = self.source("moments")
-        for column, color, label in (("w2", "#3182bd", "W²/h  (theory 1)"),
-                                     ("h2", "#e6550d", "12 H²/h  (theory 1)"),
-                                     ("wh", "#31a354", "√12 W H/h  (theory 0)")):
-            fig.line("m", column, source=source, color=color, line_width=2, legend_label=label)
-        _legend(fig, "top_right")
-        return pn.pane.Bokeh(fig)
+
+def _zoom_figure(src: dict) -> pn.pane.Bokeh:
+    """The window: the refined path, the coarse grid points on it, every other leaf shaded."""
+    fig = _figure("zoom on [a, b]: shaded bands are every other leaf of the tree",
+                  x_axis_label="t", y_axis_label="W")
+    fig.vstrip(x0="x0", x1="x1", source=src["leaves"], color="#bdbdbd", alpha=0.4)
+    fig.line("t", "W", source=src["fine"], color="#e6550d", line_width=1.5,
+             legend_label="path on the fine grid")
+    fig.scatter("t", "W", source=src["inside"], color="#555555", size=5,
+                legend_label="coarse grid points")
+    _legend_above(fig)
+    return pn.pane.Bokeh(fig)
+
+
+def _moments_figure(src: dict) -> pn.pane.Bokeh:
+    """Running means of the standardised increment against the law, with +- 2 standard errors."""
+    fig = _figure(f"increment over [a, b], first m of {N_KEYS} keys: theory dashed, ± 2 s.e. grey",
+                  x_axis_type="log", x_range=(float(M_SHOWN[0]), float(N_KEYS)), y_range=(-0.8, 2.2),
+                  x_axis_label="m (number of keys)", y_axis_label="running mean")
+    m = M_SHOWN.astype(float)
+    for centre, error in ((1.0, 2.0 * np.sqrt(2.0 / m)), (0.0, 2.0 / np.sqrt(m))):
+        band = ColumnDataSource({"m": m, "lower": centre - error, "upper": centre + error})
+        fig.add_layout(Band(base="m", lower="lower", upper="upper", source=band,
+                            fill_color="#d9d9d9", fill_alpha=0.6, line_color="#bdbdbd", level="underlay"))
+        fig.add_layout(Span(location=centre, dimension="width", line_color="black", line_dash="dashed",
+                            line_width=1.5))
+    for column, color, label in (("w2", "#3182bd", "W²/h  (theory 1)"),
+                                 ("h2", "#e6550d", "12 H²/h  (theory 1)"),
+                                 ("wh", "#31a354", "√12 W H/h  (theory 0)")):
+        fig.line("m", column, source=src["moments"], color=color, line_width=2, legend_label=label)
+    _legend_above(fig)
+    return pn.pane.Bokeh(fig)

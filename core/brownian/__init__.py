@@ -4,8 +4,17 @@ Chapter 01. Jelincic, Foster & Kidger (2024), "Single-seed generation of Brownia
 integrals for adaptive and high order SDE solvers".
 """
 
+from ._bridge import bridge_mean_cov, split_increment
 from ._increment import LEVY_AREAS, BrownianIncrement
 from .grid import BrownianGrid, coarsen
 from .tree import BrownianTree
 
-__all__ = ["BrownianTree", "BrownianGrid", "BrownianIncrement", "coarsen", "LEVY_AREAS"]
+__all__ = [
+    "BrownianTree",
+    "BrownianGrid",
+    "BrownianIncrement",
+    "coarsen",
+    "bridge_mean_cov",
+    "split_increment",
+    "LEVY_AREAS",
+]

@@ -35,7 +35,10 @@ At the midpoint the two halves come out in closed form (:func:`split_midpoint`).
 
 For :math:`\rho > 1/2` the right piece is sampled instead, through the time reversal
 :math:`(W, H, K) \mapsto (W, -H, K)`, so the piece recovered by Chen's relation is never the shorter
-one (no cancellation).
+one (no cancellation). That branch uses the noise :math:`(-\xi_1, \xi_2, -\xi_3)`: an orthogonal map,
+so the law is unchanged, chosen so that both branches give the same pieces at :math:`\rho = 1/2`.
+With one leaf's noise fixed, the pieces are then continuous in :math:`\rho`: a path queried inside
+a leaf has no jump at the leaf's midpoint.
 """
 
 from __future__ import annotations
@@ -44,9 +47,16 @@ import math
 
 import jax.numpy as jnp
 
-from ._increment import remove_left, remove_right, reflect, to_moments
+from ._increment import (
+    BrownianIncrement,
+    from_moments,
+    reflect,
+    remove_left,
+    remove_right,
+    to_moments,
+)
 
-__all__ = ["bridge_mean_cov", "split", "split_midpoint"]
+__all__ = ["bridge_mean_cov", "split", "split_midpoint", "split_increment"]
 
 
 def bridge_mean_cov(rho, d: int):
@@ -135,6 +145,9 @@ def split(h, v, rho, noise):
     flip = rho > 0.5
     r = jnp.where(flip, 1.0 - rho, rho)
     v_frame = jnp.where(flip, reflect(v), v)
+    # Orthogonal change of noise in the reversed frame: continuity at rho = 1/2 (see above).
+    sign = jnp.asarray([-1.0, 1.0, -1.0][:d], dtype).reshape((d,) + (1,) * (v.ndim - 1))
+    noise = jnp.where(flip, sign * noise, noise)
     a, s = bridge_mean_cov(r, d)
     chol = _cholesky(s)
     piece = jnp.einsum("ij,j...->i...", a, v_frame) + jnp.sqrt(h) * jnp.einsum(
@@ -185,3 +198,23 @@ def split_midpoint(h, v, noise):
     even = jnp.stack([0.5 * v[0], 0.25 * v[1] - 0.5 * z, 0.125 * v[2] - 0.5 * y])
     odd = jnp.stack([1.5 * v[1] + z, 3.75 * v[2] + y, x])
     return even, odd
+
+
+def split_increment(h, increment, rho, noise):
+    r"""Cut an interval of length ``h`` at fraction ``rho`` with the exact bridge (public form of :func:`split`).
+
+    Args:
+        h: scalar length of the interval.
+        increment: :class:`~solverlab.brownian.BrownianIncrement` over the interval (fields of one
+            shape; ``H``/``K`` present or not).
+        rho: scalar in [0, 1].
+        noise: standard normals, shape ``(d,) + shape`` with ``d`` the number of fields present.
+
+    Returns:
+        ``(left, right)``, two :class:`~solverlab.brownian.BrownianIncrement`\ s over
+        :math:`[s, s + \rho h]` and :math:`[s + \rho h, t]`.
+    """
+    (hl, ml), (hr, mr) = split(h, increment.stack(), rho, noise)
+    left = BrownianIncrement.from_stack(from_moments(hl, ml))
+    right = BrownianIncrement.from_stack(from_moments(hr, mr))
+    return left, right

@@ -10,12 +10,17 @@ bridge (:mod:`._bridge`) using randomness drawn from the node's own key; a child
 ``s`` and to ``t``. Where they part, at a node with midpoint :math:`b`, the answer becomes
 :math:`[s, b] \oplus [b, t]`; each half is collected on the way down as the siblings passed over
 (joined by Chen's relation, :mod:`._increment`) plus the piece of the leaf cut at ``s`` (resp. ``t``)
-by the exact bridge at a general point. When ``s`` and ``t`` share a leaf, the leaf is cut twice.
+by the exact bridge at a general point, with one noise draw per leaf. When ``s`` and ``t`` share a
+leaf, :math:`[s, t]` is the leaf's piece up to ``t`` less its piece up to ``s``.
 
 Properties: no state and no cache; memory O(1); work O(J) per query; the same key gives the same path
-whatever the order of the queries; queries at least ``tol`` apart have exactly the law of Brownian
-motion (with its Levy areas). Refining ``tol`` keeps the coarse nodes, so a path drawn at ``tol``
-stays put when ``tol`` is halved: only the detail inside the old leaves is new.
+whatever the order of the queries. Every query is a difference of one cumulative functional
+:math:`\tau \mapsto (W, H, K)_{t_0, \tau}`, so the path is a single function of time, continuous
+inside the leaves: increments add up and Chen's relation holds for any query times, to float
+precision. Queries at least ``tol`` apart (at most one per leaf) have exactly the joint law of
+Brownian motion with its Levy areas; two queries inside one leaf share its one draw, so at that scale
+the path is the bridge's interpolation, not Brownian in law. Refining ``tol`` keeps the coarse nodes,
+so a path drawn at ``tol`` stays put when ``tol`` is halved: only the detail inside old leaves is new.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import numpy as np
 
 from ..errors import check_range, concrete_value, is_concrete
 from ._bridge import split, split_midpoint
-from ._increment import BrownianIncrement, from_moments, join, levy_dim, to_moments
+from ._increment import BrownianIncrement, from_moments, join, levy_dim, remove_left, to_moments
 
 __all__ = ["BrownianTree"]
 
@@ -203,7 +208,7 @@ class BrownianTree:
         d, dtype = self.dim, self.t0.dtype
         span = self.t1 - self.t0
         scale = jnp.asarray([1.0, 1.0 / math.sqrt(12.0), 1.0 / math.sqrt(720.0)][:d], dtype)
-        root_key, mid_key, cut_key, cut2_key = jax.random.split(self.key, 4)
+        root_key, mid_key, cut_key = jax.random.split(self.key, 3)
         shape = (d,) + self.shape
         root = jnp.sqrt(span) * scale.reshape((d,) + (1,) * len(self.shape))
         root = root * jax.random.normal(root_key, shape, dtype)
@@ -249,21 +254,18 @@ class BrownianTree:
         leaf = self.leaf_length
         deep = self.depth > _WORD
         cut = jax.random.fold_in(cut_key, self.depth)
-        cut2 = jax.random.fold_in(cut2_key, self.depth)
 
         def leaf_noise(key, hi, lo):
             return jnp.where(deep, self._noise(key, hi, lo, True), self._noise(key, hi, lo, False))
 
         # Cut the s-leaf at s and the t-leaf at t (the same cut whichever query asks for it).
-        _, (hr_s, mr_s) = split(leaf, v_s, (s - a_s) / leaf, leaf_noise(cut, hi_s, lo_s))
+        (hl_s, ml_s), (hr_s, mr_s) = split(leaf, v_s, (s - a_s) / leaf, leaf_noise(cut, hi_s, lo_s))
         (hl_t, ml_t), _ = split(leaf, v_t, (t - a_t) / leaf, leaf_noise(cut, hi_t, lo_t))
         h_a, m_a = join(hr_s, mr_s, h_suf, m_suf)
         h_b, m_b = join(h_pre, m_pre, hl_t, ml_t)
         h_apart, m_apart = join(h_a, m_a, h_b, m_b)
-        # Same leaf: cut the piece after s again at t.
-        rest = from_moments(hr_s, mr_s)
-        rho_inner = jnp.where(hr_s > 0, (t - s) / jnp.where(hr_s > 0, hr_s, 1.0), 0.0)
-        (h_in, m_in), _ = split(hr_s, rest, rho_inner, leaf_noise(cut2, hi_s, lo_s))
+        # Same leaf: [s, t] = [a, t] minus [a, s], both from the leaf's one cut.
+        h_in, m_in = remove_left(hl_t, ml_t, hl_s, ml_s)
         h_out = jnp.where(parted, h_apart, h_in)
         m_out = jnp.where(parted, m_apart, m_in)
         v = from_moments(h_out, m_out)

@@ -63,7 +63,7 @@ def test_evaluate_from_t0_is_the_path():
 @pytest.mark.parametrize("levy_area", LEVY)
 def test_laws_at_random_times(levy_area, x64):
     # Three disjoint intervals (well apart), one inside a single leaf, one straddling leaves.
-    times = [(0.1234, 0.3771), (0.3771, 0.3799), (0.61, 0.93), (0.500013, 0.500311), (0.0, 1.0)]
+    times = [(0.1234, 0.3771), (0.3771, 0.3799), (0.61, 0.93), (0.500013, 0.5013), (0.0, 1.0)]
     x = _sample(levy_area, times, tol=1e-3)
     for i, (s, t) in enumerate(times):
         h = t - s
@@ -96,14 +96,34 @@ def test_covariance_of_the_path_is_min(x64):
     assert np.all(np.abs(cov - expected) < 5 * se), (cov, expected)
 
 
-def test_fine_queries_inside_a_leaf_have_the_right_law(x64):
-    # A coarse tree (tol 0.25): the pieces come from the exact bridge inside one leaf, not interpolation.
-    times = [(0.3, 0.31), (0.05, 0.2)]
+def test_queries_cutting_a_leaf_once_have_the_right_joint_law(x64):
+    # A coarse tree (tol 0.25): the leaf [0.25, 0.5] is cut once at 0.31 by the exact bridge (not
+    # interpolated linearly), and both queries use that cut.
+    times = [(0.0, 0.31), (0.31, 0.9)]
     x = _sample("space-time", times, tol=0.25)
     for i, (s, t) in enumerate(times):
-        assert_variance(x[:, i, 0], t - s, "W in leaf")
-        assert_variance(x[:, i, 1], (t - s) / 12, "H in leaf")
-        assert_uncorrelated(x[:, i, 0], x[:, i, 1], "W, H in leaf")
+        assert_variance(x[:, i, 0], t - s, "W across a cut leaf")
+        assert_variance(x[:, i, 1], (t - s) / 12, "H across a cut leaf")
+        assert_uncorrelated(x[:, i, 0], x[:, i, 1], "W, H across a cut leaf")
+    for k in range(2):
+        for m in range(2):
+            assert_uncorrelated(x[:, 0, k], x[:, 1, m], f"the two sides of the cut, comp {k},{m}")
+
+
+@pytest.mark.parametrize("levy_area", LEVY)
+def test_the_path_is_consistent_and_continuous_inside_a_leaf(levy_area, x64):
+    bm = BrownianTree(0.0, 1.0, 0.25, (), jax.random.key(2), levy_area=levy_area)
+    r, u, w = 0.26, 0.33, 0.47  # one leaf
+    a, b, c = bm.evaluate(r, u), bm.evaluate(u, w), bm.evaluate(r, w)
+    np.testing.assert_allclose(a.W + b.W, c.W, atol=1e-13)
+    np.testing.assert_allclose(bm.evaluate(w).W - bm.evaluate(r).W, c.W, atol=1e-13)
+    if levy_area is not None:
+        np.testing.assert_allclose(_chen(u - r, a.stack(), w - u, b.stack()), c.stack(), atol=1e-13)
+    # Continuous in time, across the leaf's midpoint too: a jump would not shrink with the grid.
+    def max_step(n):
+        return np.abs(np.diff(np.asarray(bm.evaluate(jnp.linspace(0.25, 0.5, n)).W))).max()
+
+    assert max_step(100_001) < max_step(1_001) / 5
 
 
 def test_same_key_same_values_whatever_the_query_order():

@@ -1,0 +1,132 @@
+"""Slider-to-plot latency of the Brownian tree dashboard against Panel's floor, in headless Chromium.
+
+One ``panel serve`` process serves both the dashboard and a trivial app (``_floor_app.py``: a slider
+and a HoloViews curve that does almost nothing), one browser opens both, and the moves alternate
+between them, so both see the same machine load. A move is one arrow-key press on a slider handle;
+its latency runs, in the page's own clock, from the key press to the last ColumnDataSource update it
+causes ("data") and to the animation frame after it ("painted"). After a few warm-up moves, report
+p50/p95 over ``--moves`` moves and the ratio to the floor's p50. Targets: p50 within 1.2x the
+floor, p95 under 300 ms on 2 cores.
+
+    python benchmarks/latency.py [--moves 50] [--warmup 5] [--write-results]
+
+Prints a Markdown section and writes it to ``benchmarks/_out/latency.md``; ``--write-results``
+also replaces the "latency" section of RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import _browser as browser
+
+HERE = Path(__file__).resolve().parent
+FLOOR_APP = HERE / "_floor_app.py"
+DASHBOARD_APP = HERE.parent / "widgets" / "apps" / "brownian_tree.py"
+OUT = HERE / "_out" / "latency.md"
+
+# (row label, app name, slider title, handle, key): each move presses the key once.
+SLIDERS = [
+    ("floor: slider + HoloViews curve", "_floor_app", "x", "", "ArrowRight"),
+    ("Brownian tree: seed", "brownian_tree", "seed", "", "ArrowRight"),
+    ("Brownian tree: window end b", "brownian_tree", "zoom window", "upper", "ArrowRight"),
+]
+
+
+def measure(moves: int, warmup: int) -> dict[str, np.ndarray]:
+    """Latencies in ms, shape (moves, 2) for (data, painted), per slider row."""
+    with browser.panel_server(FLOOR_APP, DASHBOARD_APP) as server, browser.chromium() as chromium:
+        rows = []
+        for label, app, title, which, key in SLIDERS:
+            page = browser.open_app(chromium, server.url(app))
+            browser.install_probe(page)
+            rows.append((label, page, browser.slider_handle(page, title, which), key))
+        samples: dict[str, list] = {label: [] for label, *_ in rows}
+        for i in range(warmup + moves):
+            for label, page, handle, key in rows:  # interleaved: the same load for every row
+                page.bring_to_front()
+                browser.press(handle, key)
+                latency = browser.probe_latency(page)
+                if i >= warmup:
+                    samples[label].append(latency)
+        return {label: np.asarray(values) for label, values in samples.items()}
+
+
+def server_time_per_move(repeats: int = 50) -> float:
+    """Median ms of one dashboard update in this process: compute plus pushing the new columns."""
+    import solverlab
+    from solverlab.widgets import BrownianTreeDashboard
+
+    solverlab.setup()
+    dashboard = BrownianTreeDashboard()
+    dashboard.__panel__()  # build the figures, whose sources every update refills
+    times = []
+    for seed in range(1, repeats + 1):
+        start = time.perf_counter()
+        dashboard.seed = seed
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def report(latency: dict[str, np.ndarray], server_ms: float, moves: int) -> str:
+    from _harness import machine, versions
+
+    labels = list(latency)
+    floor = np.median(latency[labels[0]][:, 0])
+    lines = [
+        "## Dashboard latency (slider move to plot, headless Chromium)",
+        "",
+        f"{machine()}; {versions('panel', 'bokeh', 'holoviews', 'jax', 'playwright')}; "
+        f"Chromium {browser.chromium_version()}. {moves} moves per slider after warm-up, interleaved.",
+        "",
+        "| slider | p50 data (ms) | p95 data (ms) | p50 painted (ms) | p95 painted (ms) | p50 / floor p50 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for label in labels:
+        data, painted = latency[label][:, 0], latency[label][:, 1]
+        lines.append(
+            f"| {label} | {np.median(data):.0f} | {np.percentile(data, 95):.0f} | {np.median(painted):.0f}"
+            f" | {np.percentile(painted, 95):.0f} | {np.median(data) / floor:.2f} |"
+        )
+    worst_ratio = max(np.median(latency[label][:, 0]) / floor for label in labels[1:])
+    worst_p95 = max(np.percentile(latency[label][:, 1], 95) for label in labels[1:])
+    verdict = "met" if worst_ratio <= 1.2 and worst_p95 < 300 else "MISSED"
+    lines += [
+        "",
+        f"Server time per dashboard move (compute + column updates, in process): {server_ms:.1f} ms.",
+        f"Targets (p50 <= 1.2x floor, p95 painted < 300 ms): {verdict}"
+        f" (worst ratio {worst_ratio:.2f}, worst p95 {worst_p95:.0f} ms).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--moves", type=int, default=50, help="measured moves per slider (default 50)")
+    parser.add_argument("--warmup", type=int, default=5, help="unmeasured moves first (default 5)")
+    parser.add_argument("--write-results", action="store_true", help="also rewrite the section in RESULTS.md")
+    args = parser.parse_args()
+    reason = browser.chromium_missing()
+    if reason:
+        print(f"latency benchmark skipped: {reason}", file=sys.stderr)
+        return 1
+    latency = measure(args.moves, args.warmup)
+    text = report(latency, server_time_per_move(), args.moves)
+    print(text)
+    OUT.parent.mkdir(exist_ok=True)
+    OUT.write_text(text)
+    if args.write_results:
+        from _harness import write_section
+
+        write_section("latency", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

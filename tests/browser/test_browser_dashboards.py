@@ -1,0 +1,93 @@
+"""The served dashboards in headless Chromium: the page loads, a slider move updates the plot, a bad
+state shows a message. The module starts and stops its own servers on free 127.0.0.1 ports."""
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import _browser as browser  # noqa: E402  (the harness the latency benchmark uses too)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(browser.chromium_missing() is not None, reason=str(browser.chromium_missing())),
+]
+
+APP = ROOT / "widgets" / "apps" / "brownian_tree.py"
+
+
+@pytest.fixture(scope="module")
+def chromium_browser():
+    with browser.chromium() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def server():
+    with browser.panel_server(APP) as running:
+        yield running
+
+
+@pytest.fixture
+def tab(chromium_browser, server):
+    """A fresh browser session on the dashboard, ready for input."""
+    page = browser.open_app(chromium_browser, server.url("brownian_tree"))
+    yield page
+    page.close()
+
+
+def test_page_loads_with_plots(tab):
+    assert tab.locator(".bk-Canvas").count() == 3
+    coarse = browser.source_data(tab, "coarse")
+    assert len(coarse["t"]) == 257 and all(math.isfinite(w) for w in coarse["W"])
+    assert all(math.isfinite(x) for x in browser.source_data(tab, "moments")["h2"])
+    assert tab.get_by_text("leaves meet [a, b]").is_visible()
+    assert not tab.get_by_text("must have a < b").is_visible()
+
+
+def test_seed_slider_move_updates_the_plots(tab):
+    before = browser.data_signature(tab)
+    coarse = browser.source_data(tab, "coarse")["W"]
+    browser.press(browser.slider_handle(tab, "seed"), "ArrowRight")
+    browser.wait_for_data_change(tab, before)
+    assert browser.source_data(tab, "coarse")["W"] != coarse
+    assert tab.get_by_text("seed: 1").is_visible()
+
+
+def test_levy_area_toggle_updates_the_moments(tab):
+    before = browser.data_signature(tab)
+    tab.locator(".bk-Checkbox").filter(has_text="Levy area").locator("input").uncheck()
+    browser.wait_for_data_change(tab, before)
+    moments = browser.source_data(tab, "moments")
+    assert all(math.isnan(x) for x in moments["h2"])
+    assert all(math.isfinite(x) for x in moments["w2"])
+
+
+def test_empty_window_shows_a_message(tab):
+    lower = browser.slider_handle(tab, "zoom window", "lower")
+    browser.press(lower, "End")  # the lower handle runs into the upper one: a = b
+    message = tab.get_by_text("must have a < b")
+    message.wait_for(state="visible")
+    assert "a = 0.5, b = 0.5" in message.inner_text()
+
+    before = browser.data_signature(tab)
+    browser.press(lower, "Home")  # a valid window again: the message goes, the plots follow
+    message.wait_for(state="hidden")
+    browser.wait_for_data_change(tab, before)
+
+
+def test_solverlab_serve_index_links_to_the_dashboard(chromium_browser):
+    def command(port):
+        return [sys.executable, "-m", "solverlab.widgets.cli", "serve", "--port", str(port)]
+
+    with browser.server_process(command, ["", "brownian_tree"]) as running:
+        page = chromium_browser.new_page()
+        page.goto(running.url())
+        page.get_by_role("link", name="brownian_tree").click()
+        page.wait_for_url("**/brownian_tree")
+        browser.wait_until_ready(page)
+        assert len(browser.source_data(page, "coarse")["W"]) == 257
+        page.close()
