@@ -134,11 +134,17 @@ def _summary(tol: float, path: dict, leaves: int, a: float, b: float) -> str:
     depth = int(path["depth"])
     drawn = "shaded" if leaves <= MAX_LEAVES_DRAWN else f"not shaded: more than {MAX_LEAVES_DRAWN}"
     h_ab = "(Levy area off)" if np.isnan(path["H_ab"]) else f"{path['H_ab']:+.4f}"
-    return (
+    text = (
         f"**tol** = {tol:.2e}: depth J = {depth}, leaf length 2^-{depth} = {float(path['leaf_length']):.3e};"
         f" **{leaves} leaves** meet [a, b] ({drawn}).  \n"
-        f"This path: W(a, b) = {path['W_ab']:+.4f}, H(a, b) = {h_ab}, with h = b - a = {b - a:.3f}."
+        f"This path: W(a, b) = {path['W_ab']:+.4f}, H(a, b) = {h_ab}, with h = b - a = {b - a:.3g}."
     )
+    if leaves == 1:
+        text += (
+            "  \n**a and b share one leaf**: below tol the tree interpolates with one draw per leaf, so "
+            "the increment is not Brownian in law and the moments below miss the theory. Lower tol."
+        )
+    return text
 
 
 def _figure(title: str, **kwargs):

@@ -149,9 +149,13 @@ def test_the_compile_counter_sees_a_retrace(dashboard):
     assert dashboard.compile_count() == before + 1
 
 
-@pytest.mark.parametrize("window", [(0.25, 0.5), (0.1, 0.95), (0.333, 0.3335)])
-@pytest.mark.parametrize("log10_tol", [-1.0, -3.0, -6.0])
+@pytest.mark.parametrize(
+    "window, log10_tol",
+    [((0.25, 0.5), -1.0), ((0.1, 0.95), -1.0), ((0.25, 0.5), -3.0), ((0.333, 0.3335), -3.5),
+     ((0.1, 0.95), -6.0), ((0.333, 0.3335), -6.0)],
+)
 def test_sample_moments_agree_with_theory(window, log10_tol):
+    # a and b in different leaves (at least tol apart): the increment's law is exact.
     # Pooled over 8 seeds, n = 8 * 2048 increments: W^2/h and 12 H^2/h have mean 1 and variance 2,
     # sqrt(12) W H / h has mean 0 and variance 1. Allow 4.5 standard errors.
     seeds = range(8)
@@ -165,6 +169,15 @@ def test_sample_moments_agree_with_theory(window, log10_tol):
     assert abs(w2 - 1.0) < 4.5 * np.sqrt(2.0 / n)
     assert abs(h2 - 1.0) < 4.5 * np.sqrt(2.0 / n)
     assert abs(wh) < 4.5 / np.sqrt(n)
+
+
+def test_a_window_inside_one_leaf_is_flagged_and_misses_the_law():
+    # Below tol the tree interpolates (one draw per leaf): the page says so, and the numbers show it.
+    dashboard = BrownianTreeDashboard(window=(0.333, 0.3335), log10_tol=-1.0)
+    assert "share one leaf" in dashboard.data["summary"]
+    assert dashboard.data["moments"]["w2"][-1] < 0.5
+    dashboard.param.update(log10_tol=-6.0)
+    assert "share one leaf" not in dashboard.data["summary"]
 
 
 def test_running_moments_are_running_means_of_the_trees_increments():
