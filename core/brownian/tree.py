@@ -5,8 +5,9 @@ high order SDE solvers" (2024); the tree goes back to Gaines & Lyons (1997) and 
 
 The interval :math:`[t_0, t_1]` is halved :math:`J = \lceil \log_2((t_1 - t_0)/\mathrm{tol}) \rceil`
 times. Each node knows :math:`(W, H, K)` over its interval and splits it with the exact midpoint
-bridge (:mod:`._bridge`) using randomness drawn from the node's own key; a child's key is
-``fold_in(parent_key, 0 or 1)``. A query :math:`[s, t]` walks down from the root along the paths to
+bridge (:mod:`._bridge`). Randomness is counter-based: the node at level :math:`l` and position
+:math:`p` draws its normals from the bits of ``fold_in(fold_in(key_mid, l), p)`` (a 64-bit position
+is folded in as two 32-bit words below level 32), so no key chain is carried down. A query :math:`[s, t]` walks down from the root along the paths to
 ``s`` and to ``t``. Where they part, at a node with midpoint :math:`b`, the answer becomes
 :math:`[s, b] \oplus [b, t]`; each half is collected on the way down as the siblings passed over
 (joined by Chen's relation, :mod:`._increment`) plus the piece of the leaf cut at ``s`` (resp. ``t``)
@@ -151,7 +152,7 @@ class BrownianTree:
     @property
     def leaf_length(self) -> jax.Array:
         """Length of the leaves, ``(t1 - t0) / 2**depth <= tol``."""
-        return (self.t1 - self.t0) / jnp.exp2(self.depth.astype(self.t0.dtype))
+        return jnp.ldexp(self.t1 - self.t0, -self.depth)  # exact power of two (exp2 is not)
 
     def evaluate(self, s, t=None) -> BrownianIncrement:
         r"""The increment over :math:`[s, t]` (or :math:`[t_0, s]` when ``t`` is None).
@@ -218,7 +219,7 @@ class BrownianTree:
 
         def level(i, carry, deep):
             (parted, a_s, v_s, hi_s, lo_s, h_suf, m_suf, a_t, v_t, hi_t, lo_t, h_pre, m_pre) = carry
-            h = span / jnp.exp2(i.astype(dtype))
+            h = jnp.ldexp(span, -i)
             mid_s, mid_t = a_s + 0.5 * h, a_t + 0.5 * h
             lkey = jax.random.fold_in(mid_key, i)
             even_s, odd_s = split_midpoint(h, v_s, self._noise(lkey, hi_s, lo_s, deep))
