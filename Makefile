@@ -52,6 +52,7 @@ test-fast: install
 bench: install chromium
 	$(BIN)/python benchmarks/bench_tree.py
 	$(BIN)/python benchmarks/latency.py --write-results
+	$(BIN)/python benchmarks/notebook_times.py
 
 # Re-pin constraints.txt from a fresh resolve (run after changing dependencies in pyproject.toml).
 lock:
