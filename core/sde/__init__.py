@@ -1,0 +1,27 @@
+"""SDE solvers on the Brownian tree: constant and adaptive steps (chapter 02).
+
+Kidger, "On Neural Differential Equations" (2022); Jelincic, Foster & Kidger (2024).
+"""
+
+from ._sde import CALCULI, NOISE_TYPES, SDE
+from ._convergence import Convergence, fit_order, strong_convergence
+from ._solve import RESULTS, PIController, Solution, solve
+from ._solver import AbstractSolver, EulerMaruyama, Heun, Milstein, ShARK
+
+__all__ = [
+    "SDE",
+    "NOISE_TYPES",
+    "CALCULI",
+    "solve",
+    "Solution",
+    "PIController",
+    "RESULTS",
+    "strong_convergence",
+    "fit_order",
+    "Convergence",
+    "AbstractSolver",
+    "EulerMaruyama",
+    "Milstein",
+    "Heun",
+    "ShARK",
+]
