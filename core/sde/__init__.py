@@ -5,7 +5,14 @@ Kidger, "On Neural Differential Equations" (2022); Jelincic, Foster & Kidger (20
 
 from ._sde import CALCULI, NOISE_TYPES, SDE
 from ._convergence import Convergence, fit_order, strong_convergence
-from ._solve import RESULTS, PIController, Solution, solve
+from ._solve import (
+    RESULTS,
+    AbstractController,
+    PIController,
+    Solution,
+    StateRuleController,
+    solve,
+)
 from ._solver import AbstractSolver, EulerMaruyama, Heun, Milstein, ShARK
 
 __all__ = [
@@ -14,7 +21,9 @@ __all__ = [
     "CALCULI",
     "solve",
     "Solution",
+    "AbstractController",
     "PIController",
+    "StateRuleController",
     "RESULTS",
     "strong_convergence",
     "fit_order",

@@ -29,7 +29,7 @@ from ..errors import SolverError, check_range, concrete_value, is_concrete
 from ._sde import SDE
 from ._solver import AbstractSolver
 
-__all__ = ["PIController", "Solution", "solve", "RESULTS"]
+__all__ = ["AbstractController", "PIController", "StateRuleController", "Solution", "solve", "RESULTS"]
 
 #: Result codes of a solve and what they mean.
 RESULTS = {
@@ -40,8 +40,26 @@ RESULTS = {
 }
 
 
+class AbstractController:
+    """How an adaptive solve picks its steps. A pure, hashable object (a static argument).
+
+    ``first_step(t0, y0, dt0)`` gives the first step; ``decide(t, y, y_next, y_err, h, state)``
+    returns ``(accept, next_h, state)``; ``init_state(dtype)`` starts ``state``. A solve stops with
+    result 2 when a step below ``dt_min`` is asked for before ``t1``.
+    """
+
+    dt_min: float
+    needs_error_estimate: bool = True
+
+    def first_step(self, t0, y0, dt0):
+        return dt0
+
+    def init_state(self, dtype):
+        return jnp.asarray(1.0, dtype)
+
+
 @dataclasses.dataclass(frozen=True)
-class PIController:
+class PIController(AbstractController):
     """Adaptive steps from the solver's embedded error estimate (see the module docstring).
 
     ``rtol``, ``atol``: tolerances; ``dt_min``: smallest step before the solve stops with result 2;
@@ -67,6 +85,48 @@ class PIController:
         check_range("safety", self.safety, low=0.0, low_open=True, high=1.0)
         check_range("factor_min", self.factor_min, low=0.0, low_open=True, high=1.0)
         check_range("factor_max", self.factor_max, low=1.0)
+
+    def decide(self, t, y, y_next, y_err, h, err_prev):
+        scale = self.atol + self.rtol * jnp.maximum(jnp.abs(y), jnp.abs(y_next))
+        err = jnp.sqrt(jnp.mean((y_err / scale) ** 2))
+        err = jnp.where(jnp.isfinite(err), err, jnp.inf)
+        accept = err <= 1.0
+        safe_err = jnp.maximum(err, 1e-10)
+        factor = self.safety * safe_err ** (-self.beta1)
+        factor = factor * jnp.where(accept, err_prev, 1.0) ** self.beta2
+        factor = jnp.where(jnp.isfinite(factor), factor, self.factor_min)
+        factor = jnp.clip(factor, self.factor_min, self.factor_max)
+        return accept, h * factor, jnp.where(accept, safe_err, err_prev)
+
+
+@dataclasses.dataclass(frozen=True)
+class StateRuleController(AbstractController):
+    r"""Steps set by the state, every step accepted: :math:`h = \mathrm{clip}(\text{rule}(t, Y), h_{\min}, h_{\max})`.
+
+    Jelincic, Foster & Kidger (2024), CIR experiment: :math:`h = \mathrm{clip}((X\,c)^{2/3}, 2^{-15}, 1)`
+    takes small steps where the square-root diffusion is steep (near 0). No error estimate needed.
+    """
+
+    rule: Any = None
+    dt_min: float = 2.0**-15
+    dt_max: float = 1.0
+    needs_error_estimate = False
+
+    def __post_init__(self):
+        if not callable(self.rule):
+            raise ValueError(f"rule must be a function rule(t, y) -> step, got {self.rule!r}")
+        check_range("dt_min", self.dt_min, low=0.0, low_open=True)
+        check_range("dt_max", self.dt_max, low=self.dt_min)
+
+    def _step(self, t, y):
+        h = jnp.asarray(self.rule(t, y))
+        return jnp.clip(jnp.where(jnp.isfinite(h), h, self.dt_min), self.dt_min, self.dt_max)
+
+    def first_step(self, t0, y0, dt0):
+        return self._step(t0, y0)
+
+    def decide(self, t, y, y_next, y_err, h, state):
+        return jnp.asarray(True), self._step(t + h, y_next), state
 
 
 @jax.tree_util.register_dataclass
@@ -128,8 +188,8 @@ def solve(
             ``tol = dt / 8`` (constant steps) or ``controller.dt_min`` (adaptive), or
         brownian: the tree to use (queries at least ``tol`` apart are exact in law).
         args: passed to ``drift`` and ``diffusion``.
-        controller: a :class:`PIController` for adaptive steps (needs a solver with an embedded
-            error estimate), or None for constant steps.
+        controller: a :class:`PIController` (needs a solver with an embedded error estimate) or a
+            :class:`StateRuleController` for adaptive steps, or None for constant steps.
         max_steps: size of the step buffer of an adaptive solve (static).
         check: raise :class:`~solverlab.SolverError` when the result is not success (only when the
             result is concrete, i.e. outside ``jit``; inside, read ``Solution.result``).
@@ -150,7 +210,9 @@ def solve(
         raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
     y0 = jnp.asarray(y0, jnp.result_type(float))
     w_shape = sde.brownian_shape(y0, args)
-    if controller is not None and not solver.error_estimate:
+    if controller is not None and not isinstance(controller, AbstractController):
+        raise ValueError(f"controller must be a PIController or StateRuleController, got {controller!r}")
+    if controller is not None and controller.needs_error_estimate and not solver.error_estimate:
         raise ValueError(
             f"{solver.name} has no embedded error estimate: use constant steps (controller=None) "
             "or an adaptive-capable solver (Heun, ShARK)"
@@ -211,38 +273,31 @@ def _solve_adaptive(sde, solver, y0, t0, t1, dt0, brownian, args, controller, ma
     nan = jnp.full((max_steps + 1,) + y0.shape, jnp.nan, dtype)
     ys = nan.at[0].set(y0)
     ts = jnp.full((max_steps + 1,), jnp.nan, dtype).at[0].set(t0)
-    c = controller
 
     def cond(state):
         t, _, _, _, n, _, _, _, _, result = state
         return (t < t1) & (n < max_steps) & (result == 0)
 
     def body(state):
-        t, y, h, err_prev, n, rejected, nfe, ts, ys, result = state
+        t, y, h, c_state, n, rejected, nfe, ts, ys, result = state
         h = jnp.minimum(h, t1 - t)
         inc = brownian.evaluate(t, t + h)
         y_next, y_err = solver.step(sde, t, y, h, inc, args)
-        scale = c.atol + c.rtol * jnp.maximum(jnp.abs(y), jnp.abs(y_next))
-        err = jnp.sqrt(jnp.mean((y_err / scale) ** 2))
-        err = jnp.where(jnp.isfinite(err), err, jnp.inf)
-        accept = err <= 1.0
-        safe_err = jnp.maximum(err, 1e-10)
-        factor = c.safety * safe_err ** (-c.beta1) * jnp.where(accept, err_prev, 1.0) ** c.beta2
-        factor = jnp.clip(jnp.where(jnp.isfinite(factor), factor, c.factor_min), c.factor_min, c.factor_max)
+        accept, h_new, c_state = controller.decide(t, y, y_next, y_err, h, c_state)
         t_new = jnp.where(accept, t + h, t)
         y_new = jnp.where(accept, y_next, y)
         n_new = n + accept.astype(n.dtype)
         ts = jnp.where(accept, ts.at[n_new].set(t_new), ts)
         ys = jnp.where(accept, ys.at[n_new].set(y_new), ys)
-        h_new = h * factor
         result = jnp.where(accept & ~_finite(y_next), 3, result)
-        result = jnp.where((h_new < c.dt_min) & (t_new < t1), 2, result)
-        err_prev = jnp.where(accept, safe_err, err_prev)
-        return (t_new, y_new, h_new, err_prev, n_new, rejected + (~accept).astype(n.dtype),
-                nfe + solver.drift_evals, ts, ys, result)
+        # Compare to dt_min with a little slack: clipped rules return exactly dt_min.
+        result = jnp.where((h_new < controller.dt_min * (1 - 1e-6)) & (t_new < t1), 2, result)
+        rejected = rejected + (~accept).astype(n.dtype)
+        return (t_new, y_new, h_new, c_state, n_new, rejected, nfe + solver.drift_evals, ts, ys, result)
 
     zero = jnp.asarray(0, jnp.int32)
-    init = (t0, y0, jnp.asarray(dt0, dtype), jnp.asarray(1.0, dtype), zero, zero, zero, ts, ys, zero)
+    h0 = jnp.asarray(controller.first_step(t0, y0, jnp.asarray(dt0, dtype)), dtype)
+    init = (t0, y0, h0, controller.init_state(dtype), zero, zero, zero, ts, ys, zero)
     t, y, _, _, n, rejected, nfe, ts, ys, result = jax.lax.while_loop(cond, body, init)
     result = jnp.where((result == 0) & (t < t1), 1, result)
     stats = {"accepted": n, "rejected": rejected, "nfe": nfe}

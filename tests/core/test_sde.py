@@ -162,3 +162,17 @@ def test_general_noise_matrix_diffusion(x64):
                                        key=k, check=False).y1)(keys)
     cov = np.cov(np.asarray(y1).T)
     np.testing.assert_allclose(cov, np.asarray(g @ g.T), atol=5 * 0.25 * np.sqrt(2 / 4000))
+
+
+def test_state_rule_controller_takes_the_steps_the_rule_asks_for(x64):
+    # h = clip(0.1 * |y|, 2^-10, 0.05): every step accepted, each as long as the rule says.
+    rule = sde.StateRuleController(lambda t, y: 0.1 * jnp.abs(y), dt_min=2.0**-10, dt_max=0.05)
+    sol = sde.solve(gbm("ito"), sde.EulerMaruyama(), jnp.full((), 0.2), 0.0, 1.0, dt=0.1,
+                    key=jax.random.key(5), controller=rule, max_steps=5000)
+    n = int(sol.n_steps)
+    ts, ys = np.asarray(sol.ts[: n + 1]), np.asarray(sol.ys[: n + 1])
+    expected = np.clip(0.1 * np.abs(ys[:-1]), 2.0**-10, 0.05)
+    np.testing.assert_allclose(np.diff(ts)[:-1], expected[:-1], rtol=1e-9)  # the last step ends at t1
+    assert int(sol.stats["rejected"]) == 0 and ts[-1] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"rule must be a function"):
+        sde.StateRuleController(0.1)
