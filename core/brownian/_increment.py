@@ -103,7 +103,7 @@ def from_moments(h, m):
     if d > 1:
         out.append(jnp.where(positive, m[1] / safe - 0.5 * w, 0.0))
     if d > 2:
-        k = m[1] / (2.0 * safe) - m[2] / (safe * safe) + w / 12.0
+        k = m[1] / (2.0 * safe) - (m[2] / safe) / safe + w / 12.0  # h*h may underflow
         out.append(jnp.where(positive, k, 0.0))
     return jnp.stack(out)
 

@@ -19,8 +19,11 @@ whatever the order of the queries. Every query is a difference of one cumulative
 :math:`\tau \mapsto (W, H, K)_{t_0, \tau}`, so the path is a single function of time, continuous
 inside the leaves: increments add up and Chen's relation holds for any query times, to float
 precision. Queries at least ``tol`` apart (at most one per leaf) have exactly the joint law of
-Brownian motion with its Levy areas; two queries inside one leaf share its one draw, so at that scale
-the path is the bridge's interpolation, not Brownian in law. Refining ``tol`` keeps the coarse nodes,
+Brownian motion with its Levy areas. Two queries inside one leaf share its one draw: ``W`` is then the
+bridge's smooth interpolation (too little variance), and ``H`` and ``K`` of a sub-leaf interval are
+not even the areas of that interpolated path (their size stays of order :math:`\sqrt{\mathrm{tol}}`
+however short the interval); Diffrax's default leaf interpolation behaves alike. So choose
+``tol`` at most the smallest step (:func:`solverlab.sde.solve` refuses a coarser tree). Refining ``tol`` keeps the coarse nodes,
 so a path drawn at ``tol`` stays put when ``tol`` is halved: only the detail inside old leaves is new.
 """
 
@@ -106,21 +109,31 @@ class BrownianTree:
         for name, val in (("t0", c0), ("t1", c1), ("tol", concrete_value(tol))):
             if val is not None and val.shape != ():
                 raise ValueError(f"{name} must be a scalar, got shape {val.shape}")
-        if c0 is not None and c1 is not None and not c1 > c0:
-            raise ValueError(f"t1 must be greater than t0 = {float(c0):g}, got t1 = {float(c1):g}")
-        span = None if c0 is None or c1 is None else float(c1 - c0)
-        # Node positions are 64-bit integers: at most _MAX_DEPTH levels.
-        low = 0.0 if span is None else span * 2.0**-_MAX_DEPTH
-        check_range("tol", tol, low=low, low_open=span is None, high=span)
+        # Checks and depth in the tree's own dtype, so eager and jit build the same tree.
         dtype = jnp.result_type(float)
+        np_dtype = np.dtype(dtype)
+        if c0 is not None and c1 is not None:
+            c0, c1 = np_dtype.type(c0), np_dtype.type(c1)
+            if not c1 > c0:
+                raise ValueError(f"t1 must be greater than t0 = {float(c0):g}, got t1 = {float(c1):g}")
+        span = None if c0 is None or c1 is None else c1 - c0
+        ctol = concrete_value(tol)
+        if ctol is not None and span is not None and np.isfinite(ctol):
+            ctol = np_dtype.type(ctol)
+            # Node positions are 64-bit integers: at most _MAX_DEPTH levels.
+            low = float(np.ldexp(span, -_MAX_DEPTH))
+            if not low <= ctol <= span:
+                raise ValueError(
+                    f"tol must lie in [{low:.6g}, {float(span):.7g}] (t1 - t0 = {float(span):.7g} "
+                    f"and at most {_MAX_DEPTH} halvings), got {float(ctol):.7g}"
+                )
+        else:
+            check_range("tol", tol, low=0.0, low_open=True)
         t0a, t1a, tola = (jnp.asarray(x, dtype) for x in (t0, t1, tol))
-        if is_concrete((t0, t1, tol)):
-            ratio = (float(np.asarray(t1)) - float(np.asarray(t0))) / float(np.asarray(tol))
-            depth = max(0, math.ceil(math.log2(ratio) - 1e-9))
-            depth = jnp.asarray(depth, jnp.int32)
-        else:  # traced: same formula inside the trace
-            levels = jnp.ceil(jnp.log2((t1a - t0a) / tola) - 1e-9)
-            depth = jnp.clip(jnp.nan_to_num(levels), 0, _MAX_DEPTH).astype(jnp.int32)
+        if span is not None and ctol is not None:
+            depth = jnp.asarray(_depth(np, span, ctol), jnp.int32)
+        else:  # traced: the same integer formula inside the trace
+            depth = _depth(jnp, t1a - t0a, tola)
         self.t0, self.t1, self.tol, self.depth = t0a, t1a, tola, depth
         self.key = _as_key(key)
         self.shape = shape
@@ -184,8 +197,14 @@ class BrownianTree:
         hi = concrete_value(self.t1)
         if lo is None or hi is None:
             return
-        check_range("s", s, low=float(lo), high=float(hi))
-        check_range("t", t, low=float(lo), high=float(hi))
+        # Compare in the tree's dtype: t0 = 0.1 given in float64 must match the float32 t0.
+        dtype = np.dtype(self.t0.dtype)
+        if cs is not None:
+            cs = cs.astype(dtype) if np.issubdtype(cs.dtype, np.number) else cs
+            check_range("s", cs, low=float(lo), high=float(hi))
+        if ct is not None:
+            ct = ct.astype(dtype) if np.issubdtype(ct.dtype, np.number) else ct
+            check_range("t", ct, low=float(lo), high=float(hi))
         if cs is not None and ct is not None:
             try:
                 bs, bt = np.broadcast_arrays(cs, ct)
@@ -285,6 +304,16 @@ _MAX_DEPTH = 62
 def _evaluate_flat(tree: BrownianTree, s, t):
     """Compiled once per (shape, levy_area, dtype, number of queries); trees are traced arguments."""
     return jax.vmap(tree._query)(s, t)
+
+
+def _depth(xp, span, tol):
+    r"""Smallest :math:`J \ge 0` with :math:`\mathrm{span}/2^J \le \mathrm{tol}`, exactly, from the binary
+    exponents: with :math:`x = m\,2^e`, :math:`m \in [1/2, 1)`,
+    :math:`J = e_{\mathrm{span}} - e_{\mathrm{tol}} + [m_{\mathrm{span}} > m_{\mathrm{tol}}]`."""
+    m_span, e_span = xp.frexp(span)
+    m_tol, e_tol = xp.frexp(tol)
+    levels = e_span - e_tol + (m_span > m_tol).astype(e_span.dtype if hasattr(e_span, "dtype") else int)
+    return xp.clip(levels, 0, _MAX_DEPTH).astype(xp.int32)
 
 
 def _child(hi, lo, right):

@@ -69,7 +69,7 @@ class PIController(AbstractController):
 
     rtol: float = 1e-3
     atol: float = 1e-3
-    dt_min: float = 1e-10
+    dt_min: float = 1e-6
     beta1: float = 0.7
     beta2: float = 0.4
     safety: float = 0.9
@@ -223,6 +223,17 @@ def solve(
         tol = controller.dt_min if controller is not None else dt / 8.0
         brownian = BrownianTree(t0, t1, tol, w_shape, key, levy_area=solver.levy_area)
     else:
+        # Below its tol the tree interpolates with one draw per leaf: W stays consistent but H and
+        # K of a sub-leaf step are not Brownian, so every step must be at least tol long.
+        tree_tol, finest = concrete_value(brownian.tol), concrete_value(dt)
+        if controller is not None:
+            finest = controller.dt_min
+        if tree_tol is not None and finest is not None and float(tree_tol) > float(finest) * (1 + 1e-6):
+            what = "controller.dt_min" if controller is not None else "dt"
+            raise ValueError(
+                f"brownian.tol must be <= {what} = {float(finest):g} (steps shorter than the tree's "
+                f"tol see interpolated noise), got tol = {float(tree_tol):g}"
+            )
         if tuple(brownian.shape) != tuple(w_shape):
             raise ValueError(f"brownian must have shape {w_shape}, got {brownian.shape}")
         if solver.levy_area is not None and brownian.levy_area is None:

@@ -62,7 +62,7 @@ def test_evaluate_from_t0_is_the_path():
 
 @pytest.mark.parametrize("levy_area", LEVY)
 def test_laws_at_random_times(levy_area, x64):
-    # Three disjoint intervals (well apart), one inside a single leaf, one straddling leaves.
+    # Disjoint intervals at non-dyadic times (ends in different leaves), and the whole interval.
     times = [(0.1234, 0.3771), (0.3771, 0.3799), (0.61, 0.93), (0.500013, 0.5013), (0.0, 1.0)]
     x = _sample(levy_area, times, tol=1e-3)
     for i, (s, t) in enumerate(times):
@@ -84,6 +84,50 @@ def test_laws_at_random_times(levy_area, x64):
         for k in range(d):
             for m in range(d):
                 assert_uncorrelated(x[:, i, k], x[:, j, m], f"intervals {i},{j} comp {k},{m}")
+
+
+@pytest.mark.parametrize("t0, t1, tol", [(-3.7, 2.2, 1e-2), (5.0, 1000.0, 0.5), (0.1, 0.9, 1e-4)])
+def test_laws_on_shifted_and_long_intervals(t0, t1, tol, precision):
+    span = t1 - t0
+    times = [(t0, t0 + 0.3 * span), (t0 + 0.3 * span, t0 + 0.77 * span), (t0 + 0.8123 * span, t1)]
+    x = _sample("space-time-time", times, n=8000, tol=tol, t0=t0, t1=t1)
+    for i, (s, t) in enumerate(times):
+        assert_variance(x[:, i, 0], t - s, f"W[{s},{t}]")
+        assert_variance(x[:, i, 1], (t - s) / 12, f"H[{s},{t}]")
+        assert_variance(x[:, i, 2], (t - s) / 720, f"K[{s},{t}]")
+    assert_uncorrelated(x[:, 0, 0], x[:, 1, 0], "disjoint W")
+
+
+def test_eager_and_jit_build_the_same_tree():
+    # Concrete and traced construction agree on the depth (computed exactly from binary exponents).
+    rng = np.random.default_rng(0)
+    key = jax.random.key(0)
+    depth = jax.jit(lambda a, b, c: BrownianTree(a, b, c, (), key).depth)
+    for _ in range(300):
+        t0 = float(rng.uniform(-2, 2))
+        t1 = t0 + float(rng.uniform(1e-3, 3))
+        span = float(np.float32(t1) - np.float32(t0))
+        tol = span / 2.0 ** int(rng.integers(0, 20)) * float(rng.choice([1.0, 1.0 + 1e-7, 1.0 - 1e-7]))
+        tol = min(tol, span)
+        tree = BrownianTree(t0, t1, tol, (), key)
+        assert int(tree.depth) == int(depth(t0, t1, tol)), (t0, t1, tol)
+        assert float(tree.leaf_length) <= float(np.float32(tol))
+        assert int(tree.depth) == 0 or float(tree.leaf_length) * 2 > float(np.float32(tol))
+
+
+def test_queries_at_the_ends_of_a_shifted_interval_in_float32():
+    bm = BrownianTree(0.1, 1.0, 1e-3, (), jax.random.key(0))
+    assert np.isfinite(bm.evaluate(0.1, 0.5).W) and np.isfinite(bm.evaluate(0.3, 1.0).W)
+    assert np.isfinite(BrownianTree(-1.3, 2.0, 1e-3, (), jax.random.key(0)).evaluate(-1.3, 0.0).W)
+
+
+def test_below_tol_h_is_interpolation_not_brownian(x64):
+    # Pinned limitation (as in diffrax's default leaf interpolation): inside one leaf, H of a short
+    # interval does not shrink like sqrt(h/12); solve() therefore refuses trees coarser than its steps.
+    x = _sample("space-time", [(0.6, 0.6 + 1e-6), (0.6, 0.6 + 1e-2)], n=4000, tol=0.25)
+    sd_short, sd_long = np.std(x[:, 0, 1]), np.std(x[:, 1, 1])
+    assert sd_short > 100 * np.sqrt(1e-6 / 12)
+    assert sd_short > 0.2 * sd_long
 
 
 def test_covariance_of_the_path_is_min(x64):
@@ -137,6 +181,9 @@ def test_same_key_same_values_whatever_the_query_order():
         np.testing.assert_array_equal(np.asarray(f)[order], np.asarray(g))
     one = bm.evaluate(float(pts[5, 0]), float(pts[5, 1]))
     np.testing.assert_allclose(one.W, forward.W[5], rtol=1e-6)
+    # Separate calls with other batch sizes (separately compiled) agree too.
+    part = bm.evaluate(pts[10:17, 0], pts[10:17, 1])
+    np.testing.assert_allclose(part.K, forward.K[10:17], rtol=1e-5, atol=1e-7)
     again = BrownianTree(0.0, 1.0, 1e-4, (2,), jax.random.key(11), levy_area="space-time-time")
     np.testing.assert_array_equal(again.evaluate(pts[:, 0], pts[:, 1]).H, forward.H)
 
@@ -202,10 +249,10 @@ def test_deep_trees_beyond_32_levels(x64):
     [
         (dict(t0=1.0, t1=1.0), r"t1 must be greater than t0 = 1, got t1 = 1"),
         (dict(t0=2.0, t1=1.0), r"t1 must be greater than t0"),
-        (dict(tol=0.0), r"tol must lie in \[2.1684e-19, 1\], got 0"),
-        (dict(tol=-1e-3), r"tol must lie in \[2.1684e-19, 1\], got -0.001"),
-        (dict(tol=2.0), r"tol must lie in \[2.1684e-19, 1\], got 2"),
-        (dict(tol=1e-20), r"tol must lie in \[2.1684e-19, 1\], got 1e-20"),
+        (dict(tol=0.0), r"tol must lie in \[2.1684e-19, 1\] \(t1 - t0 = 1 and at most 62 halvings\), got 0"),
+        (dict(tol=-1e-3), r"tol must lie in \[2.1684e-19, 1\] .*, got -0.001"),
+        (dict(tol=2.0), r"tol must lie in \[2.1684e-19, 1\] .*, got 2"),
+        (dict(tol=1e-20), r"tol must lie in \[2.1684e-19, 1\] .*, got 1e-20"),
         (dict(tol=float("nan")), r"tol must be finite"),
         (dict(shape=(-1,)), r"shape must be a tuple of non-negative ints"),
         (dict(shape="ab"), r"shape must be a tuple of non-negative ints"),
@@ -231,9 +278,13 @@ def test_bad_construction_names_parameter_value_and_range(kwargs, match):
     ],
 )
 def test_bad_queries_raise_before_compiling(s, t, match):
+    from solverlab.brownian.tree import _evaluate_flat
+
     bm = BrownianTree(0.0, 1.0, 1e-3, (), jax.random.key(0))
+    compiled = _evaluate_flat._cache_size()
     with pytest.raises(ValueError, match=match):
         bm.evaluate(s, t)
+    assert _evaluate_flat._cache_size() == compiled  # raised before anything was traced
 
 
 def test_traced_bad_queries_give_nan_not_garbage():

@@ -38,3 +38,21 @@ def test_same_law_as_diffrax_virtual_brownian_tree(tol, x64):
         assert_same_law(h1[:, i], h2[:, i], f"H on interval {i}")
         assert_variance(w2[:, i], h, "diffrax W")  # the peer itself obeys the law we test against
         assert_variance(h2[:, i], h / 12, "diffrax H")
+
+
+def test_space_time_time_levy_area_matches_diffrax(x64):
+    s, t = jnp.asarray([0.1234, 0.5]), jnp.asarray([0.4567, 0.5021])
+    n = 8000
+
+    def ours(k):
+        return BrownianTree(0.0, 1.0, 1e-3, (), k, levy_area="space-time-time").evaluate(s, t).K
+
+    def theirs(k):
+        vbt = diffrax.VirtualBrownianTree(0.0, 1.0, 1e-3, (), k, levy_area=diffrax.SpaceTimeTimeLevyArea)
+        return jax.vmap(lambda a, b: vbt.evaluate(a, b, use_levy=True).K)(s, t)
+
+    k1 = np.asarray(jax.jit(jax.vmap(ours))(jax.random.split(jax.random.key(2), n)))
+    k2 = np.asarray(jax.jit(jax.vmap(theirs))(jax.random.split(jax.random.key(3), n)))
+    for i in range(2):
+        assert_same_law(k1[:, i], k2[:, i], f"K on interval {i}")
+        assert_variance(k1[:, i], float(t[i] - s[i]) / 720, "our K")

@@ -176,3 +176,12 @@ def test_state_rule_controller_takes_the_steps_the_rule_asks_for(x64):
     assert int(sol.stats["rejected"]) == 0 and ts[-1] == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"rule must be a function"):
         sde.StateRuleController(0.1)
+
+
+def test_a_tree_coarser_than_the_steps_is_refused():
+    tree = BrownianTree(0.0, 1.0, 0.1, (), jax.random.key(0))
+    with pytest.raises(ValueError, match=r"brownian.tol must be <= dt = 0.01"):
+        sde.solve(gbm("ito"), sde.EulerMaruyama(), jnp.ones(()), 0.0, 1.0, dt=0.01, brownian=tree)
+    with pytest.raises(ValueError, match=r"brownian.tol must be <= controller.dt_min = 1e-06"):
+        sde.solve(gbm("stratonovich"), sde.Heun(), jnp.ones(()), 0.0, 1.0, dt=0.01, brownian=tree,
+                  controller=sde.PIController())

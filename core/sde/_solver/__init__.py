@@ -5,5 +5,6 @@ from .euler_maruyama import EulerMaruyama
 from .heun import Heun
 from .milstein import Milstein
 from .shark import ShARK
+from .cir import DriftImplicitEulerCIR, HOStS
 
-__all__ = ["AbstractSolver", "EulerMaruyama", "Milstein", "Heun", "ShARK"]
+__all__ = ["AbstractSolver", "EulerMaruyama", "Milstein", "Heun", "ShARK", "DriftImplicitEulerCIR", "HOStS"]
