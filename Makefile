@@ -18,6 +18,7 @@ help:
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "SolverLab needs Python 3.11+, found " + sys.version'
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "$(PYTHON) cannot make a virtual environment (no ensurepip): on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,peers]"
@@ -59,7 +60,8 @@ lock:
 	rm -rf /tmp/solverlab-lock && $(PYTHON) -m venv /tmp/solverlab-lock
 	/tmp/solverlab-lock/bin/python -m pip install --quiet --upgrade pip
 	/tmp/solverlab-lock/bin/python -m pip install --quiet -e ".[test,peers]"
-	/tmp/solverlab-lock/bin/python -m pip freeze --exclude-editable | grep -v '^solverlab' > constraints.txt
+	{ echo '# Versions CI tested (pip constraints). Regenerate with `make lock` after changing pyproject.toml.'; \
+	  /tmp/solverlab-lock/bin/python -m pip freeze --exclude-editable | grep -v '^solverlab'; } > constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -181,7 +181,7 @@ class BrownianTreeDashboard(Dashboard):
         "levy_area": {"type": pn.widgets.Checkbox},
     }
 
-    log10_tol = param.Number(-3.0, bounds=(-6.0, -1.0), step=0.1, label="log10 tol",
+    log10_tol = param.Number(-2.0, bounds=(-6.0, -1.0), step=0.1, label="log10 tol",
                              doc="Tree tolerance: leaves have length <= tol = 10**log10_tol.")
     window = param.Range((0.25, 0.5), bounds=(0.0, 1.0), step=0.005, label="zoom window [a, b]",
                          doc="The interval [a, b] that is zoomed and whose increment is sampled.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import socket
 import sys
 
 __all__ = ["main", "index_page"]
@@ -37,14 +38,26 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=5006, help="port to listen on (default 5006)")
     serve.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST[:PORT]",
                        help="host allowed to open the websocket, as seen by the browser (repeatable); "
-                            "the listening address and localhost are always allowed")
+                            "the listening address and localhost are always allowed, and with "
+                            "--address 0.0.0.0 also this machine's host name and addresses")
     serve.add_argument("--show", action=argparse.BooleanOptionalAction, default=False,
                        help="open the index page in a browser (default: no)")
     return parser
 
 
 def _origins(address: str, port: int, extra: list[str]) -> list[str]:
-    hosts = {address, "localhost", "127.0.0.1"} - {"0.0.0.0", "::"}
+    """Websocket origins to allow: the listening address and localhost, plus, when listening on
+    every interface (0.0.0.0 or ::), this machine's host name, FQDN and addresses, so a class can
+    reach it as ``http://<host>:<port>``; ``extra`` adds more (e.g. a proxy's public name)."""
+    hosts = {address, "localhost", "127.0.0.1"}
+    if address in ("0.0.0.0", "::"):
+        name = socket.gethostname()
+        hosts |= {name, socket.getfqdn()}
+        try:
+            hosts |= set(socket.gethostbyname_ex(name)[2])
+        except OSError:
+            pass
+    hosts -= {"0.0.0.0", "::", ""}
     return sorted({f"{host}:{port}" for host in hosts} | set(extra))
 
 
@@ -66,8 +79,10 @@ def serve(address: str, port: int, origins: list[str], show: bool) -> int:
     solverlab.setup()  # float32 and the persistent compilation cache
     apps = {"/": lambda: index_page(DASHBOARDS), **DASHBOARDS}
     titles = {"/": "SolverLab", **{name: f"SolverLab: {name}" for name in DASHBOARDS}}
-    print(f"SolverLab dashboards at http://{address}:{port}/ (Ctrl-C to stop)", file=sys.stderr)
-    pn.serve(apps, address=address, port=port, websocket_origin=_origins(address, port, origins),
+    origins = _origins(address, port, origins)
+    print(f"SolverLab dashboards at http://{address}:{port}/ (Ctrl-C to stop); "
+          f"websocket origins allowed: {', '.join(origins)}", file=sys.stderr)
+    pn.serve(apps, address=address, port=port, websocket_origin=origins,
              show=show, title=titles, warm=True, start=True)
     return 0
 

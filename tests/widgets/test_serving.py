@@ -18,8 +18,8 @@ def test_serve_passes_the_flags_to_panel(monkeypatch):
     assert cli.main(argv) == 0
     assert set(served["apps"]) == {"/", *DASHBOARDS}
     assert (served["address"], served["port"], served["show"], served["warm"]) == ("0.0.0.0", 8123, True, True)
-    assert served["websocket_origin"] == [
-        "127.0.0.1:8123", "hub.example.org:443", "lab.example.org", "localhost:8123"]
+    assert {"127.0.0.1:8123", "hub.example.org:443", "lab.example.org", "localhost:8123"} <= set(
+        served["websocket_origin"])
 
 
 def test_serve_defaults_to_this_machine_only(monkeypatch):
@@ -60,3 +60,15 @@ def test_jupyter_panel_proxy_serves_the_app_files(monkeypatch):
     assert apps == sorted(f"widgets/apps/{name}.py" for name in DASHBOARDS)
     assert "--warm" in command
     assert "--dev" not in command  # no autoreload in a class
+
+
+def test_listening_on_every_interface_allows_this_hosts_names():
+    import socket
+
+    from solverlab.widgets.cli import _origins
+
+    local = _origins("127.0.0.1", 5006, [])
+    assert local == ["127.0.0.1:5006", "localhost:5006"]
+    everywhere = _origins("0.0.0.0", 8080, ["lab.example.org:8080"])
+    assert f"{socket.gethostname()}:8080" in everywhere and "lab.example.org:8080" in everywhere
+    assert not any(o.startswith("0.0.0.0") for o in everywhere)
