@@ -17,7 +17,6 @@ import argparse
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from _harness import device_kind, machine, time_call, versions, write_section
 
@@ -113,7 +112,7 @@ def main() -> None:
             ours_ref = ours_batch(eq, solver, dt / 64, tol / 64, levy)
             theirs_ref = diffrax_batch(eq, name, dt / 64, tol / 64, levy)
             tol = tol / 64  # the solves under test must use the reference's tree
-        record(label, f"dt = 2^-6", ours_batch(eq, solver, dt, tol, levy),
+        record(label, "dt = 2^-6", ours_batch(eq, solver, dt, tol, levy),
                diffrax_batch(eq, name, dt, tol, levy), exact, ours_ref, theirs_ref)
 
     eq, solver, exact = problems()[2][1], sde.Heun(), problems()[2][4]

@@ -9,15 +9,14 @@ strong-convergence study needs.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 
 from ..errors import check_range, concrete_value
+from ._args import as_key, as_shape, component_scale, positive_int
 from ._increment import BrownianIncrement, from_moments, join, levy_dim, to_moments
-from .tree import _as_key, _as_shape
 
 __all__ = ["BrownianGrid", "coarsen"]
 
@@ -38,8 +37,7 @@ class BrownianGrid:
         if key is None:
             raise ValueError("key must be a jax.random key (e.g. jax.random.key(0)), got None")
         levy_dim(levy_area)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int (number of steps), got {n!r}")
+        n = positive_int("n (number of steps)", n)
         check_range("t0", t0)
         check_range("t1", t1)
         c0, c1 = concrete_value(t0), concrete_value(t1)
@@ -47,8 +45,8 @@ class BrownianGrid:
             raise ValueError(f"t1 must be greater than t0 = {float(c0):g}, got t1 = {float(c1):g}")
         dtype = jnp.result_type(float)
         self.t0, self.t1 = jnp.asarray(t0, dtype), jnp.asarray(t1, dtype)
-        self.key = _as_key(key)
-        self.n, self.shape, self.levy_area = n, _as_shape(shape), levy_area
+        self.key = as_key(key)
+        self.n, self.shape, self.levy_area = n, as_shape(shape), levy_area
 
     def tree_flatten(self):
         return (self.t0, self.t1, self.key), (self.n, self.shape, self.levy_area)
@@ -73,7 +71,7 @@ class BrownianGrid:
         """All ``n`` increments; fields of shape ``(n,) + shape``."""
         d = levy_dim(self.levy_area)
         dtype = self.t0.dtype
-        scale = jnp.asarray([1.0, 1.0 / math.sqrt(12.0), 1.0 / math.sqrt(720.0)][:d], dtype)
+        scale = component_scale(d, dtype)
         z = jax.random.normal(self.key, (d, self.n) + self.shape, dtype)
         scale = scale.reshape((d,) + (1,) * (z.ndim - 1))
         return BrownianIncrement.from_stack(jnp.sqrt(self.dt) * scale * z)
@@ -90,8 +88,7 @@ def coarsen(increments: BrownianIncrement, dt, factor: int) -> BrownianIncrement
     Uses Chen's relation, so (W, H, K) of the coarse steps are exactly those of the same path.
     ``factor`` must divide the number of steps.
     """
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-        raise ValueError(f"factor must be a positive int, got {factor!r}")
+    factor = positive_int("factor", factor)
     v = increments.stack()
     n = v.shape[1]
     if n % factor:

@@ -36,42 +36,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..errors import check_range, concrete_value, is_concrete
+from ..errors import check_range, concrete_value
 from ._bridge import split, split_midpoint
+from ._args import as_key, as_shape, component_scale
 from ._increment import BrownianIncrement, from_moments, join, levy_dim, remove_left, to_moments
 
 __all__ = ["BrownianTree"]
-
-def _as_shape(shape) -> tuple[int, ...]:
-    if isinstance(shape, (int, np.integer)):
-        shape = (shape,)
-    if isinstance(shape, (str, bytes)):
-        raise ValueError(f"shape must be a tuple of non-negative ints, got {shape!r}")
-    try:
-        out = tuple(int(n) for n in shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"shape must be a tuple of non-negative ints, got {shape!r}") from None
-    if any(n < 0 for n in out) or any(float(n) != float(m) for n, m in zip(out, shape)):
-        raise ValueError(f"shape must be a tuple of non-negative ints, got {shape!r}")
-    return out
-
-
-def _as_key(key):
-    if isinstance(key, (int, np.integer)):
-        raise ValueError(
-            f"key must be a jax.random key (e.g. jax.random.key({key})), got the int {key!r}"
-        )
-    key = jnp.asarray(key) if not hasattr(key, "dtype") else key
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.shape != ():
-            raise ValueError(f"key must be a single key (shape ()), got shape {key.shape}")
-        return key
-    if key.dtype == jnp.uint32 and key.shape == (2,):
-        return jax.random.wrap_key_data(key)
-    raise ValueError(
-        f"key must be a jax.random key, got an array of dtype {key.dtype} and shape {key.shape}"
-    )
-
 
 @jax.tree_util.register_pytree_node_class
 class BrownianTree:
@@ -102,7 +72,7 @@ class BrownianTree:
         if key is None:
             raise ValueError("key must be a jax.random key (e.g. jax.random.key(0)), got None")
         levy_dim(levy_area)
-        shape = _as_shape(shape)
+        shape = as_shape(shape)
         check_range("t0", t0)
         check_range("t1", t1)
         c0, c1 = concrete_value(t0), concrete_value(t1)
@@ -135,7 +105,7 @@ class BrownianTree:
         else:  # traced: the same integer formula inside the trace
             depth = _depth(jnp, t1a - t0a, tola)
         self.t0, self.t1, self.tol, self.depth = t0a, t1a, tola, depth
-        self.key = _as_key(key)
+        self.key = as_key(key)
         self.shape = shape
         self.levy_area = levy_area
 
@@ -227,7 +197,7 @@ class BrownianTree:
         """One query on scalar times: both root-to-leaf walks in one loop over the levels."""
         d, dtype = self.dim, self.t0.dtype
         span = self.t1 - self.t0
-        scale = jnp.asarray([1.0, 1.0 / math.sqrt(12.0), 1.0 / math.sqrt(720.0)][:d], dtype)
+        scale = component_scale(d, dtype)
         root_key, mid_key, cut_key = jax.random.split(self.key, 3)
         shape = (d,) + self.shape
         root = jnp.sqrt(span) * scale.reshape((d,) + (1,) * len(self.shape))

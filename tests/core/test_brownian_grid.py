@@ -58,7 +58,7 @@ def test_coarse_steps_have_the_coarse_law(x64):
 
 def test_grid_bad_input():
     key = jax.random.key(0)
-    with pytest.raises(ValueError, match=r"n must be a positive int"):
+    with pytest.raises(ValueError, match=r"n \(number of steps\) must be an int >= 1, got 0"):
         BrownianGrid(0.0, 1.0, 0, (), key)
     with pytest.raises(ValueError, match=r"t1 must be greater than t0"):
         BrownianGrid(1.0, 0.0, 10, (), key)
@@ -67,3 +67,13 @@ def test_grid_bad_input():
         coarsen(inc, 0.1, 3)
     with pytest.raises(ValueError, match=r"dt must lie in \(0, inf\]"):
         coarsen(inc, -0.1, 2)
+
+
+def test_numpy_ints_are_welcome_and_bools_are_not():
+    grid = BrownianGrid(0.0, 1.0, np.int64(8), (np.int32(2),), jax.random.key(0))
+    assert grid.increments().W.shape == (8, 2)
+    assert coarsen(grid.increments(), 1 / 8, np.int64(4)).W.shape == (2, 2)
+    with pytest.raises(ValueError, match=r"shape must be a tuple of non-negative ints, got \(True,\)"):
+        BrownianGrid(0.0, 1.0, 8, (True,), jax.random.key(0))
+    with pytest.raises(ValueError, match=r"n \(number of steps\) must be an int >= 1, got 2.0"):
+        BrownianGrid(0.0, 1.0, 2.0, (), jax.random.key(0))

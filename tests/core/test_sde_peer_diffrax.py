@@ -1,6 +1,5 @@
 """One step of each SDE solver against Diffrax's, fed the identical Brownian increment (W, H)."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
