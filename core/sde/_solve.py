@@ -17,15 +17,13 @@ accepting the step when :math:`\varepsilon_n \le 1`.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ..brownian import BrownianTree
-from ..errors import SolverError, check_range, concrete_value, is_concrete
+from ..errors import SolverError, check_range, concrete_value
 from ._sde import SDE
 from ._solver import AbstractSolver
 
