@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# The GPU check: on a machine with an NVIDIA GPU, install JAX's CUDA plugin at the pinned version,
-# run the core tests on the GPU and the tree benchmark (its section of RESULTS.md gets a "gpu" row).
-# Usage, from the repository root after `make install`:  bash benchmarks/gpu_check.sh
+# The GPU check: the core tests and the core benchmarks on a machine whose Python already has a
+# CUDA-enabled JAX (and diffrax, the peer). Nothing is downloaded: the lent GPU machines have no
+# network, and their image ships JAX with CUDA, diffrax, pytest and scipy.
+# Usage, from the repository root:  PY=python3 bash benchmarks/gpu_check.sh
+# Writes the "tree-gpu" and "sde-gpu" sections of benchmarks/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=.venv/bin/python
-JAXV=$($PY -c 'import jax; print(jax.__version__)')
-$PY -m pip install --quiet "jax[cuda12]==$JAXV"
+PY=${PY:-python3}
+# solverlab itself, offline (setuptools from the image; no dependency resolution).
+$PY -m pip install --quiet --no-deps --no-build-isolation --no-index -e . \
+  || { echo "could not install solverlab offline; is setuptools >= 69 there?"; exit 1; }
 $PY -c 'import jax; d = jax.devices(); print(d); assert d[0].platform == "gpu", "no GPU visible to JAX"'
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
-$PY -m pytest tests/core -q -x
-(cd benchmarks && ../$PY bench_tree.py --queries 1000000)
+$PY -m pytest tests/core -q -x -p no:cacheprovider
+$PY benchmarks/bench_tree.py --queries 1000000
+$PY benchmarks/bench_sde.py --paths 100000
