@@ -1,8 +1,8 @@
-"""Slider-to-plot latency of the Brownian tree dashboard against Panel's floor, in headless Chromium.
+"""Slider-to-plot latency of the dashboards against Panel's floor, in headless Chromium.
 
-One ``panel serve`` process serves both the dashboard and a trivial app (``_floor_app.py``: a slider
-and a HoloViews curve that does almost nothing), one browser opens both, and the moves alternate
-between them, so both see the same machine load. A move is one arrow-key press on a slider handle;
+One ``panel serve`` process serves the dashboards and a trivial app (``_floor_app.py``: a slider
+and a HoloViews curve that does almost nothing), one browser opens them all, and the moves alternate
+between them, so all see the same machine load. A move is one arrow-key press on a slider handle;
 its latency runs, in the page's own clock, from the key press to the last ColumnDataSource update it
 causes ("data") and to the animation frame after it ("painted"). After a few warm-up moves, report
 p50/p95 over ``--moves`` moves and the ratio to the floor's p50. Targets: p50 within 1.2x the
@@ -28,53 +28,86 @@ import _browser as browser
 
 HERE = Path(__file__).resolve().parent
 FLOOR_APP = HERE / "_floor_app.py"
-DASHBOARD_APP = HERE.parent / "widgets" / "apps" / "brownian_tree.py"
+APPS = HERE.parent / "widgets" / "apps"
+DASHBOARD_APPS = [APPS / "brownian_tree.py", APPS / "step_size.py"]
 OUT = HERE / "_out" / "latency.md"
 
-# (row label, app name, slider title, handle, key): each move presses the key once.
+
+def _adaptive_on(page) -> None:
+    """Tick the step-size dashboard's adaptive switch (the tolerance slider acts only then)."""
+    before = browser.data_signature(page)
+    page.locator(".bk-Checkbox").filter(has_text="adaptive").locator("input").check()
+    browser.wait_for_data_change(page, before)
+
+
+# (row label, app name, slider title, handle, keys, set-up): move i presses keys[i % len(keys)] once;
+# set-up (or None) runs once on the fresh page. Back-and-forth keys keep a slider inside its range.
 SLIDERS = [
-    ("floor: slider + HoloViews curve", "_floor_app", "x", "", "ArrowRight"),
-    ("Brownian tree: seed", "brownian_tree", "seed", "", "ArrowRight"),
-    ("Brownian tree: window end b", "brownian_tree", "zoom window", "upper", "ArrowRight"),
+    ("floor: slider + HoloViews curve", "_floor_app", "x", "", ("ArrowRight",), None),
+    ("Brownian tree: seed", "brownian_tree", "seed", "", ("ArrowRight",), None),
+    ("Brownian tree: window end b", "brownian_tree", "zoom window", "upper", ("ArrowRight",), None),
+    ("step size: log2 dt", "step_size", "log2 dt", "", ("ArrowLeft", "ArrowRight"), None),
+    ("step size: log10 tol (adaptive)", "step_size", "log10 tol", "", ("ArrowLeft", "ArrowRight"), _adaptive_on),
+    ("step size: seed", "step_size", "seed", "", ("ArrowRight",), None),
 ]
 
 
 def measure(moves: int, warmup: int) -> dict[str, np.ndarray]:
     """Latencies in ms, shape (moves, 2) for (data, painted), per slider row."""
-    with browser.panel_server(FLOOR_APP, DASHBOARD_APP) as server, browser.chromium() as chromium:
+    with browser.panel_server(FLOOR_APP, *DASHBOARD_APPS) as server, browser.chromium() as chromium:
         rows = []
-        for label, app, title, which, key in SLIDERS:
+        for label, app, title, which, keys, set_up in SLIDERS:
             page = browser.open_app(chromium, server.url(app))
+            if set_up is not None:
+                set_up(page)
             browser.install_probe(page)
-            rows.append((label, page, browser.slider_handle(page, title, which), key))
+            rows.append((label, page, browser.slider_handle(page, title, which), keys))
         samples: dict[str, list] = {label: [] for label, *_ in rows}
         for i in range(warmup + moves):
-            for label, page, handle, key in rows:  # interleaved: the same load for every row
+            for label, page, handle, keys in rows:  # interleaved: the same load for every row
                 page.bring_to_front()
-                browser.press(handle, key)
+                browser.press(handle, keys[i % len(keys)])
                 latency = browser.probe_latency(page)
                 if i >= warmup:
                     samples[label].append(latency)
         return {label: np.asarray(values) for label, values in samples.items()}
 
 
-def server_time_per_move(repeats: int = 50) -> float:
-    """Median ms of one dashboard update in this process: compute plus pushing the new columns."""
+def server_time_per_move(repeats: int = 50) -> dict[str, float]:
+    """Median ms of one dashboard update in this process (compute plus pushing the new columns),
+    per dashboard and slider."""
     import solverlab
-    from solverlab.widgets import BrownianTreeDashboard
+    from solverlab.widgets import BrownianTreeDashboard, StepSizeDashboard
+    from solverlab.widgets import step_size
 
     solverlab.setup()
-    dashboard = BrownianTreeDashboard()
-    dashboard.__panel__()  # build the figures, whose sources every update refills
-    times = []
-    for seed in range(1, repeats + 1):
-        start = time.perf_counter()
-        dashboard.seed = seed
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+
+    def median_ms(dashboard, values, before_each=lambda: None) -> float:
+        dashboard.__panel__()  # build the figures, whose sources every update refills
+        times = []
+        for value in values:
+            before_each()
+            start = time.perf_counter()
+            dashboard.param.update(**value)
+            times.append(time.perf_counter() - start)
+        return 1e3 * statistics.median(times)
+
+    seeds = [{"seed": s} for s in range(1, repeats + 1)]
+    return {
+        "Brownian tree, seed": median_ms(BrownianTreeDashboard(), seeds),
+        "step size, log2 dt": median_ms(
+            StepSizeDashboard(), [{"log2_dt": -5.0 - 0.25 * (i % 2)} for i in range(repeats)]),
+        "step size, log10 tol (adaptive)": median_ms(
+            StepSizeDashboard(adaptive=True), [{"log10_tol": -2.0 - 0.1 * (i % 2)} for i in range(repeats)]),
+        "step size, seed": median_ms(StepSizeDashboard(), seeds),
+        # sigma changes the SDE: the error sweep reruns (its cache cleared, as for a new value).
+        "step size, sigma (new error sweep)": median_ms(
+            StepSizeDashboard(), [{"sigma": 0.6 - 0.1 * (i % 2)} for i in range(repeats)],
+            before_each=step_size.sweep.cache_clear),
+    }
 
 
-def report(latency: dict[str, np.ndarray], server_ms: float, moves: int) -> str:
+def report(latency: dict[str, np.ndarray], server_ms: dict[str, float], moves: int) -> str:
     from _harness import machine, versions
 
     labels = list(latency)
@@ -99,7 +132,8 @@ def report(latency: dict[str, np.ndarray], server_ms: float, moves: int) -> str:
     verdict = "met" if worst_ratio <= 1.2 and worst_p95 < 300 else "MISSED"
     lines += [
         "",
-        f"Server time per dashboard move (compute + column updates, in process): {server_ms:.1f} ms.",
+        "Server time per dashboard move (compute + column updates, in process): "
+        + ", ".join(f"{label} {ms:.1f} ms" for label, ms in server_ms.items()) + ".",
         f"Targets (p50 <= 1.2x floor, p95 painted < 300 ms): {verdict}"
         f" (worst ratio {worst_ratio:.2f}, worst p95 {worst_p95:.0f} ms).",
     ]

@@ -1,9 +1,11 @@
 """Screenshots of the served dashboards for the README, taken in headless Chromium.
 
-    python benchmarks/screenshots.py [--out widgets/screenshots]
+    python benchmarks/screenshots.py [--out widgets/screenshots] [--only NAME ...]
 
 Writes ``<out>/brownian_tree.png``: the Brownian tree dashboard with the tolerance raised to 10^-2.2,
-so the leaves inside the zoom window are shaded.
+so the leaves inside the zoom window are shaded; and ``<out>/step_size.png``: the step-size dashboard
+on the high-volatility CIR process (sigma = 2.2), where stochastic Heun's path is trapped below zero
+and every solver's order drops.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def brownian_tree(chromium, server, out: Path) -> Path:
     page = browser.open_app(chromium, server.url("brownian_tree"), width=1120, height=880)
     handle = browser.slider_handle(page, "log10 tol")
-    for _ in range(8):  # -3.0 -> -2.2: depth 8, 64 leaves in [0.25, 0.5], every other one shaded
-        browser.press(handle, "ArrowRight")
+    for _ in range(2):  # -2.0 -> -2.2: depth 8, 64 leaves in [0.25, 0.5], every other one shaded
+        browser.press(handle, "ArrowLeft")
     page.get_by_text("tol = 6.31e-03").wait_for()  # text and plot data arrive in one message
     page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
     path = out / "brownian_tree.png"
@@ -30,17 +32,47 @@ def brownian_tree(chromium, server, out: Path) -> Path:
     return path
 
 
+def step_size(chromium, server, out: Path) -> Path:
+    page = browser.open_app(chromium, server.url("step_size"), width=1120, height=1000)
+
+    def choose(title: str, value: str) -> None:
+        before = browser.data_signature(page)
+        page.locator(".bk-input-group").filter(has_text=title).locator("select").select_option(value)
+        browser.wait_for_data_change(page, before)
+
+    choose("SDE", "CIR")
+    handle = browser.slider_handle(page, "volatility")
+    for _ in range(17):  # 0.5 -> 2.2, beyond Feller's condition (sigma^2 <= 2ab = 2)
+        browser.press(handle, "ArrowRight")
+    page.get_by_text("σ = 2.2").wait_for()
+    browser.press(browser.slider_handle(page, "seed"), "ArrowRight")  # seed 1: a path that reaches 0
+    page.get_by_text("trapped").wait_for()
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    path = out / "step_size.png"
+    page.screenshot(path=str(path), full_page=True)
+    page.close()
+    return path
+
+
+#: Screenshot name -> function(chromium, server, out) -> path of the PNG written.
+SHOTS = {"brownian_tree": brownian_tree, "step_size": step_size}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "widgets" / "screenshots")
+    parser.add_argument("--only", nargs="+", choices=sorted(SHOTS), help="take only these screenshots")
     args = parser.parse_args()
     reason = browser.chromium_missing()
     if reason:
         print(f"no screenshots: {reason}", file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
-    with browser.panel_server(ROOT / "widgets" / "apps" / "brownian_tree.py") as server, browser.chromium() as chromium:
-        print(brownian_tree(chromium, server, args.out))
+    apps = ROOT / "widgets" / "apps"
+    with browser.panel_server(apps / "brownian_tree.py", apps / "step_size.py") as server, \
+            browser.chromium() as chromium:
+        for name in args.only or SHOTS:
+            print(SHOTS[name](chromium, server, args.out))
     return 0
 
 

@@ -15,10 +15,12 @@ Adding a dashboard (see :mod:`._base` for the pattern, :mod:`.brownian_tree` for
 
 from ._base import Dashboard
 from .brownian_tree import BrownianTreeDashboard
+from .step_size import StepSizeDashboard
 
-__all__ = ["Dashboard", "BrownianTreeDashboard", "DASHBOARDS"]
+__all__ = ["Dashboard", "BrownianTreeDashboard", "StepSizeDashboard", "DASHBOARDS"]
 
 #: URL name -> callable returning a servable dashboard (a Panel ``Viewer``).
 DASHBOARDS = {
     "brownian_tree": BrownianTreeDashboard,
+    "step_size": StepSizeDashboard,
 }

@@ -4,7 +4,7 @@ Kidger, "On Neural Differential Equations" (2022); Jelincic, Foster & Kidger (20
 """
 
 from ._sde import CALCULI, NOISE_TYPES, SDE
-from ._convergence import Convergence, fit_order, strong_convergence
+from ._convergence import Convergence, fit_order, strong_convergence, weak_convergence
 from ._solve import (
     RESULTS,
     AbstractController,
@@ -14,6 +14,8 @@ from ._solve import (
     solve,
 )
 from ._solver import AbstractSolver, EulerMaruyama, Heun, Milstein, ShARK
+from ._solver import DriftImplicitEulerCIR, HOStS
+from . import cir
 
 __all__ = [
     "SDE",
@@ -26,6 +28,7 @@ __all__ = [
     "StateRuleController",
     "RESULTS",
     "strong_convergence",
+    "weak_convergence",
     "fit_order",
     "Convergence",
     "AbstractSolver",
@@ -33,4 +36,7 @@ __all__ = [
     "Milstein",
     "Heun",
     "ShARK",
+    "DriftImplicitEulerCIR",
+    "HOStS",
+    "cir",
 ]

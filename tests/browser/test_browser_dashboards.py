@@ -17,6 +17,7 @@ pytestmark = [
 ]
 
 APP = ROOT / "widgets" / "apps" / "brownian_tree.py"
+STEP_SIZE_APP = ROOT / "widgets" / "apps" / "step_size.py"
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def chromium_browser():
 
 @pytest.fixture(scope="module")
 def server():
-    with browser.panel_server(APP) as running:
+    with browser.panel_server(APP, STEP_SIZE_APP) as running:
         yield running
 
 
@@ -77,6 +78,51 @@ def test_empty_window_shows_a_message(tab):
     browser.press(lower, "Home")  # a valid window again: the message goes, the plots follow
     message.wait_for(state="hidden")
     browser.wait_for_data_change(tab, before)
+
+
+@pytest.fixture
+def step_tab(chromium_browser, server):
+    """A fresh browser session on the step-size dashboard, ready for input."""
+    page = browser.open_app(chromium_browser, server.url("step_size"))
+    yield page
+    page.close()
+
+
+def select(page, title: str, value: str) -> None:
+    """Choose ``value`` in the Select widget whose title contains ``title``."""
+    page.locator(".bk-input-group").filter(has_text=title).locator("select").select_option(value)
+
+
+def test_step_size_page_loads_with_plots(step_tab):
+    assert step_tab.locator(".bk-Canvas").count() == 2
+    solution = browser.source_data(step_tab, "solution")
+    assert len(solution["t"]) == 33 and all(math.isfinite(y) for y in solution["y"])  # 2^-5: 32 steps
+    labels = browser.source_data(step_tab, "curves")["label"]
+    assert len(labels) == 3 and all("fitted" in label and "theory" in label for label in labels)
+    assert step_tab.get_by_text("32 steps", exact=False).first.is_visible()
+
+
+def test_step_size_slider_move_updates_the_solution(step_tab):
+    before = browser.data_signature(step_tab)
+    reference = browser.source_data(step_tab, "reference")["y"]
+    browser.press(browser.slider_handle(step_tab, "log2 dt"), "ArrowLeft")  # 2^-5.25: 38 steps
+    browser.wait_for_data_change(step_tab, before)
+    assert len(browser.source_data(step_tab, "solution")["t"]) == 39
+    assert browser.source_data(step_tab, "reference")["y"] == reference  # same tree, same exact path
+    assert browser.source_data(step_tab, "step")["dt"] == [pytest.approx(1 / 38)]
+
+
+def test_step_size_invalid_solver_shows_a_message(step_tab):
+    select(step_tab, "solver", "ShARK")  # GBM's noise is multiplicative; ShARK needs additive noise
+    message = step_tab.get_by_text("ShARK cannot solve GBM")
+    message.wait_for(state="visible")
+    assert "pick one of" in message.inner_text()
+
+    before = browser.data_signature(step_tab)
+    select(step_tab, "SDE", "OU")  # additive noise: the message goes, the plots follow
+    message.wait_for(state="hidden")
+    browser.wait_for_data_change(step_tab, before)
+    assert len(browser.source_data(step_tab, "curves")["label"]) == 4
 
 
 def test_solverlab_serve_index_links_to_the_dashboard(chromium_browser):

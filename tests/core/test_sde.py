@@ -185,3 +185,16 @@ def test_a_tree_coarser_than_the_steps_is_refused():
     with pytest.raises(ValueError, match=r"brownian.tol must be <= controller.dt_min = 1e-06"):
         sde.solve(gbm("stratonovich"), sde.Heun(), jnp.ones(()), 0.0, 1.0, dt=0.01, brownian=tree,
                   controller=sde.PIController())
+
+
+def test_weak_order_of_euler_maruyama_is_one(x64):
+    # E[Y_1] = exp(mu) for Ito GBM; Euler-Maruyama's bias is exp(mu) - (1 + mu h)^(1/h) = O(h).
+    conv = sde.weak_convergence(gbm("ito"), sde.EulerMaruyama(), jnp.ones(()), 0.0, 1.0,
+                                [0.5, 0.25, 0.125, 0.0625], jax.random.key(6), 20000,
+                                phi=lambda y: y, expected=float(np.exp(MU)))
+    lo, hi = conv.ci
+    assert lo - 0.15 < 1.0 < hi + 0.15, str(conv)
+    # Common random numbers: each error is the bias (1 + mu h)^n - e^mu plus the same sampling noise.
+    bias = np.array([(1 + MU * h) ** round(1 / h) for h in conv.dts]) - np.exp(MU)
+    noise = conv.path_errors.mean(axis=0) - bias
+    assert np.ptp(noise) < 5 * conv.path_errors.std() / np.sqrt(20000)
