@@ -195,7 +195,8 @@ def test_cir_convergence_returns_levels_errors_and_an_order(x64):
     res = cir.cir_convergence(sde.HOStS(), key=jax.random.key(4), ctols=[2.0**-2, 2.0**-1],
                               n_paths=8, t1=1.0)
     assert res.mode == "adaptive" and res.levels.tolist() == [0.5, 0.25] and res.reference == 0.0625
-    assert res.path_errors.shape == res.path_steps.shape == (8, 2) and res.failed == 0
+    assert res.path_errors.shape == res.path_steps.shape == (8, 2)
+    assert res.failed == 0 and res.failures == {}
     assert res.mean_steps[0] < res.mean_steps[1] and np.all(res.errors > 0)
     assert np.isfinite(res.order) and res.ci[0] <= res.ci[1]
     heun = cir.cir_convergence(sde.Heun(), key=jax.random.key(4), atols=[2.0**-2, 2.0**-4],
