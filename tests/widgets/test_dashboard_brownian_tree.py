@@ -6,9 +6,9 @@ import jax
 import numpy as np
 import panel as pn
 import pytest
-from bokeh.models import ColumnDataSource
 
 from solverlab.brownian import BrownianTree
+from .rendering import rendered_sources
 from solverlab.widgets import DASHBOARDS, BrownianTreeDashboard
 from solverlab.widgets.brownian_tree import M_SHOWN, N_KEYS, moments_kernel, path_kernel
 
@@ -16,17 +16,6 @@ from solverlab.widgets.brownian_tree import M_SHOWN, N_KEYS, moments_kernel, pat
 @pytest.fixture
 def dashboard():
     return BrownianTreeDashboard()
-
-
-def rendered_sources(dashboard) -> dict[str, ColumnDataSource]:
-    """Render the dashboard to Bokeh models, as a page would, and return its data sources by name."""
-    root = pn.panel(dashboard).get_root()
-    sources = {}
-    for cds in root.select({"type": ColumnDataSource}):
-        if cds.name:
-            assert cds.name not in sources, f"two sources named {cds.name}"
-            sources[cds.name] = cds
-    return sources
 
 
 def snapshot(sources) -> dict[str, dict[str, np.ndarray]]:

@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import panel as pn
 import pytest
-from bokeh.models import ColumnDataSource
 
 from solverlab import sde
 from solverlab.brownian import BrownianTree, coarsen
+from .rendering import rendered_sources
 from solverlab.widgets import DASHBOARDS, StepSizeDashboard
 from solverlab.widgets import step_size as ss
 
@@ -16,17 +16,6 @@ from solverlab.widgets import step_size as ss
 @pytest.fixture
 def dashboard():
     return StepSizeDashboard()
-
-
-def rendered_sources(dashboard) -> dict[str, ColumnDataSource]:
-    """Render the dashboard to Bokeh models, as a page would, and return its data sources by name."""
-    root = pn.panel(dashboard).get_root()
-    sources = {}
-    for cds in root.select({"type": ColumnDataSource}):
-        if cds.name:
-            assert cds.name not in sources, f"two sources named {cds.name}"
-            sources[cds.name] = cds
-    return sources
 
 
 def snapshot(sources) -> dict[str, dict]:
