@@ -41,6 +41,15 @@ class Convergence:
         return f"order {self.order:.2f} (95% CI {self.ci[0]:.2f} to {self.ci[1]:.2f})"
 
 
+def _check_sweep(dts, t0, t1, n_paths) -> np.ndarray:
+    """The step sizes as an array, after checking them and the number of paths."""
+    dts = np.asarray(dts, float)
+    check_range("dts", dts, low=0.0, low_open=True, high=float(t1 - t0))
+    if n_paths < 2:
+        raise ValueError(f"n_paths must be at least 2, got {n_paths}")
+    return dts
+
+
 def fit_order(dts, path_errors, *, n_boot: int = 1000, seed: int = 0):
     """Least-squares slope of log mean error against log step, with a bootstrap 95% interval."""
     dts = np.asarray(dts, float)
@@ -79,10 +88,7 @@ def strong_convergence(
     ``reference_solver`` (default: ``solver``) at ``reference_dt`` (default: ``min(dts) / 16``) on
     the same tree.
     """
-    dts = np.asarray(dts, float)
-    check_range("dts", dts, low=0.0, low_open=True, high=float(t1 - t0))
-    if n_paths < 2:
-        raise ValueError(f"n_paths must be at least 2, got {n_paths}")
+    dts = _check_sweep(dts, t0, t1, n_paths)
     reference_solver = reference_solver or solver
     reference_dt = float(reference_dt or dts.min() / 16)
     y0 = jnp.asarray(y0, jnp.result_type(float))
@@ -135,10 +141,7 @@ def weak_convergence(
     ``Convergence.path_errors`` holds :math:`\varphi(Y^h) - \text{expected}` per path, whose standard
     error tells.
     """
-    dts = np.asarray(dts, float)
-    check_range("dts", dts, low=0.0, low_open=True, high=float(t1 - t0))
-    if n_paths < 2:
-        raise ValueError(f"n_paths must be at least 2, got {n_paths}")
+    dts = _check_sweep(dts, t0, t1, n_paths)
     y0 = jnp.asarray(y0, jnp.result_type(float))
     w_shape = sde.brownian_shape(y0, args)
     tol = dts.min() / 8

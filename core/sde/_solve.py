@@ -118,7 +118,8 @@ class StateRuleController(AbstractController):
 
     def _step(self, t, y):
         h = jnp.asarray(self.rule(t, y))
-        return jnp.clip(jnp.where(jnp.isfinite(h), h, self.dt_min), self.dt_min, self.dt_max)
+        h = jnp.where(jnp.isfinite(h), h, self.dt_min)
+        return jnp.clip(jnp.min(h), self.dt_min, self.dt_max)  # one step for the whole state
 
     def first_step(self, t0, y0, dt0):
         return self._step(t0, y0)

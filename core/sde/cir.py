@@ -47,7 +47,7 @@ import dataclasses
 import functools
 import time
 import warnings
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -129,7 +129,7 @@ class StepRule:
 
 
 @dataclasses.dataclass(frozen=True)
-class PaperStateController(AbstractController):
+class PaperStateController(StateRuleController):
     r"""The paper's CIR controller: the state rule, and a rejection when the state fell too far.
 
     With :math:`r(x) = \mathrm{clip}((\max(x, 0)\,c)^{2/3}, h_{\min}, h_{\max})`, a step :math:`h`
@@ -143,26 +143,11 @@ class PaperStateController(AbstractController):
     mean steps.
     """
 
-    rule: Any = None
-    dt_min: float = 2.0**-15
-    dt_max: float = 1.0
     slack: float = 1.1
-    needs_error_estimate = False
 
     def __post_init__(self):
-        if not callable(self.rule):
-            raise ValueError(f"rule must be a function rule(t, y) -> step, got {self.rule!r}")
-        check_range("dt_min", self.dt_min, low=0.0, low_open=True)
-        check_range("dt_max", self.dt_max, low=self.dt_min)
+        super().__post_init__()
         check_range("slack", self.slack, low=1.0, low_open=True)
-
-    def _step(self, t, y):
-        h = jnp.asarray(self.rule(t, y))
-        h = jnp.where(jnp.isfinite(h), h, self.dt_min)
-        return jnp.clip(jnp.min(h), self.dt_min, self.dt_max)
-
-    def first_step(self, t0, y0, dt0):
-        return self._step(t0, y0)
 
     def decide(self, t, y, y_next, y_err, h, state):
         desired = self._step(t, jnp.minimum(y, y_next))
