@@ -30,7 +30,7 @@ install: $(VENV)/.installed
 course: install
 	@echo "SolverLab course: open the URL JupyterLab prints below (with its token)."
 	@echo "Dashboards inside JupyterLab: http://$(HOST):$(PORT)/panel/<name>, e.g. /panel/brownian_tree"
-	$(BIN)/jupyter lab --ip=$(HOST) --port=$(PORT) --no-browser \
+	$(BIN)/jupyter lab --ip=$(HOST) --port=$(PORT) --no-browser $$([ "$$(id -u)" = 0 ] && echo --allow-root) \
 	    --ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/course/00_welcome.ipynb
 
 serve: install
