@@ -247,9 +247,17 @@ def source_data(page, name: str) -> dict[str, list]:
 
 
 def slider_handle(page, title: str, which: str = ""):
-    """The handle of the slider whose title contains ``title`` (``which``: "lower"/"upper" for ranges)."""
+    """The handle of the slider whose title contains ``title`` (``which``: "lower"/"upper" for ranges).
+
+    A Panel ``DiscreteSlider`` draws its title in a separate label: then the slider is the one inside
+    the innermost layout column that holds that label.
+    """
+    handle = f".noUi-handle{'-' + which if which else ''}"
     widget = page.locator(".bk-Slider, .bk-RangeSlider").filter(has_text=title)
-    return widget.locator(f".noUi-handle{'-' + which if which else ''}")
+    if widget.count() == 0:
+        label = page.locator(".bk-clearfix", has_text=title)
+        widget = page.locator(".bk-panel-models-layout-Column").filter(has=label).last
+    return widget.locator(handle)
 
 
 def press(handle, key: str) -> None:

@@ -29,7 +29,7 @@ import _browser as browser
 HERE = Path(__file__).resolve().parent
 FLOOR_APP = HERE / "_floor_app.py"
 APPS = HERE.parent / "widgets" / "apps"
-DASHBOARD_APPS = [APPS / "brownian_tree.py", APPS / "step_size.py"]
+DASHBOARD_APPS = [APPS / "brownian_tree.py", APPS / "step_size.py", APPS / "hurst.py"]
 OUT = HERE / "_out" / "latency.md"
 
 
@@ -49,6 +49,10 @@ SLIDERS = [
     ("step size: log2 dt", "step_size", "log2 dt", "", ("ArrowLeft", "ArrowRight"), None),
     ("step size: log10 tol (adaptive)", "step_size", "log10 tol", "", ("ArrowLeft", "ArrowRight"), _adaptive_on),
     ("step size: seed", "step_size", "seed", "", ("ArrowRight",), None),
+    ("Hurst: H", "hurst", "Hurst index H", "", ("ArrowLeft", "ArrowRight"), None),
+    ("Hurst: K", "hurst", "OU terms K", "", ("ArrowRight", "ArrowLeft"), None),
+    ("Hurst: gamma_max", "hurst", "gamma_max", "", ("ArrowRight", "ArrowLeft"), None),
+    ("Hurst: seed", "hurst", "seed", "", ("ArrowRight",), None),
 ]
 
 
@@ -77,7 +81,7 @@ def server_time_per_move(repeats: int = 50) -> dict[str, float]:
     """Median ms of one dashboard update in this process (compute plus pushing the new columns),
     per dashboard and slider."""
     import solverlab
-    from solverlab.widgets import BrownianTreeDashboard, StepSizeDashboard
+    from solverlab.widgets import BrownianTreeDashboard, HurstDashboard, StepSizeDashboard
     from solverlab.widgets import step_size
 
     solverlab.setup()
@@ -104,6 +108,9 @@ def server_time_per_move(repeats: int = 50) -> dict[str, float]:
         "step size, sigma (new error sweep)": median_ms(
             StepSizeDashboard(), [{"sigma": 0.6 - 0.1 * (i % 2)} for i in range(repeats)],
             before_each=step_size.sweep.cache_clear),
+        "Hurst, H": median_ms(HurstDashboard(), [{"hurst": 0.3 + 0.01 * (i % 2)} for i in range(repeats)]),
+        "Hurst, K": median_ms(HurstDashboard(), [{"K": 5 + (i % 2)} for i in range(repeats)]),
+        "Hurst, seed": median_ms(HurstDashboard(), seeds),
     }
 
 

@@ -5,7 +5,8 @@
 Writes ``<out>/brownian_tree.png``: the Brownian tree dashboard with the tolerance raised to 10^-2.2,
 so the leaves inside the zoom window are shaded; and ``<out>/step_size.png``: the step-size dashboard
 on the high-volatility CIR process (sigma = 2.2), where stochastic Heun's path is trapped below zero
-and every solver's order drops.
+and every solver's order drops; ``<out>/hurst.png``: the Hurst-index dashboard at the rough H = 0.2,
+where the Markov approximation's variance turns Brownian below the time scale 1/gamma_max.
 """
 
 from __future__ import annotations
@@ -54,8 +55,21 @@ def step_size(chromium, server, out: Path) -> Path:
     return path
 
 
+def hurst(chromium, server, out: Path) -> Path:
+    page = browser.open_app(chromium, server.url("hurst"), width=1160, height=1080)
+    handle = browser.slider_handle(page, "Hurst index H")
+    for _ in range(10):  # 0.30 -> 0.20
+        browser.press(handle, "ArrowLeft")
+    page.get_by_text("H = 0.20").wait_for()
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    path = out / "hurst.png"
+    page.screenshot(path=str(path), full_page=True)
+    page.close()
+    return path
+
+
 #: Screenshot name -> function(chromium, server, out) -> path of the PNG written.
-SHOTS = {"brownian_tree": brownian_tree, "step_size": step_size}
+SHOTS = {"brownian_tree": brownian_tree, "step_size": step_size, "hurst": hurst}
 
 
 def main() -> int:
@@ -69,7 +83,7 @@ def main() -> int:
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
     apps = ROOT / "widgets" / "apps"
-    with browser.panel_server(apps / "brownian_tree.py", apps / "step_size.py") as server, \
+    with browser.panel_server(*(apps / f"{name}.py" for name in SHOTS)) as server, \
             browser.chromium() as chromium:
         for name in args.only or SHOTS:
             print(SHOTS[name](chromium, server, args.out))

@@ -15,12 +15,14 @@ Adding a dashboard (see :mod:`._base` for the pattern, :mod:`.brownian_tree` for
 
 from ._base import Dashboard
 from .brownian_tree import BrownianTreeDashboard
+from .hurst import HurstDashboard
 from .step_size import StepSizeDashboard
 
-__all__ = ["Dashboard", "BrownianTreeDashboard", "StepSizeDashboard", "DASHBOARDS"]
+__all__ = ["Dashboard", "BrownianTreeDashboard", "StepSizeDashboard", "HurstDashboard", "DASHBOARDS"]
 
 #: URL name -> callable returning a servable dashboard (a Panel ``Viewer``).
 DASHBOARDS = {
     "brownian_tree": BrownianTreeDashboard,
     "step_size": StepSizeDashboard,
+    "hurst": HurstDashboard,
 }

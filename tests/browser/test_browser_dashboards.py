@@ -18,6 +18,7 @@ pytestmark = [
 
 APP = ROOT / "widgets" / "apps" / "brownian_tree.py"
 STEP_SIZE_APP = ROOT / "widgets" / "apps" / "step_size.py"
+HURST_APP = ROOT / "widgets" / "apps" / "hurst.py"
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def chromium_browser():
 
 @pytest.fixture(scope="module")
 def server():
-    with browser.panel_server(APP, STEP_SIZE_APP) as running:
+    with browser.panel_server(APP, STEP_SIZE_APP, HURST_APP) as running:
         yield running
 
 
@@ -123,6 +124,42 @@ def test_step_size_invalid_solver_shows_a_message(step_tab):
     message.wait_for(state="hidden")
     browser.wait_for_data_change(step_tab, before)
     assert len(browser.source_data(step_tab, "curves")["label"]) == 4
+
+
+@pytest.fixture
+def hurst_tab(chromium_browser, server):
+    """A fresh browser session on the Hurst-index dashboard, ready for input."""
+    page = browser.open_app(chromium_browser, server.url("hurst"))
+    yield page
+    page.close()
+
+
+def test_hurst_page_loads_with_plots(hurst_tab):
+    assert hurst_tab.locator(".bk-Canvas").count() == 5
+    for name in ("exact_paths", "ma_paths"):
+        paths = browser.source_data(hurst_tab, name)
+        assert len(paths["t"]) == 513 and paths["p0"][0] == 0 and all(math.isfinite(x) for x in paths["p0"])
+    assert hurst_tab.get_by_text("Estimated H from 16 paths", exact=False).is_visible()
+
+
+@pytest.mark.parametrize("title", ["Hurst index H", "OU terms K", "gamma_max"])
+def test_hurst_slider_moves_update_the_approximation(hurst_tab, title):
+    before = browser.data_signature(hurst_tab)
+    paths = browser.source_data(hurst_tab, "ma_paths")["p0"]
+    browser.press(browser.slider_handle(hurst_tab, title), "ArrowRight")
+    browser.wait_for_data_change(hurst_tab, before)
+    assert browser.source_data(hurst_tab, "ma_paths")["p0"] != paths
+
+
+@pytest.mark.parametrize("key, hurst", [("Home", "0.01"), ("End", "0.99")])
+def test_hurst_extremes_draw_finite_plots_without_a_message(hurst_tab, key, hurst):
+    before = browser.data_signature(hurst_tab)
+    browser.press(browser.slider_handle(hurst_tab, "Hurst index H"), key)
+    browser.wait_for_data_change(hurst_tab, before)
+    assert hurst_tab.get_by_text(f"H = {hurst}", exact=False).is_visible()
+    for name, column in (("ma_paths", "p0"), ("variance", "ma"), ("errors", "error")):
+        assert all(math.isfinite(x) for x in browser.source_data(hurst_tab, name)[column]), name
+    assert not hurst_tab.locator(".alert").is_visible()
 
 
 def test_solverlab_serve_index_links_to_the_dashboard(chromium_browser):
