@@ -302,3 +302,32 @@ def test_augmented_helpers_reject_bad_input():
         augmented_args(g, jnp.ones(2))
     with pytest.raises(ValueError, match="kind must be one of"):
         augmented_state(0.0, g, "3")
+
+
+def test_adaptive_steps_on_the_augmented_system_follow_the_same_path(x64):
+    """The MA-fBM lives on the Brownian tree, so an adaptive solve (PI controller, rejected steps
+    re-query the same tree) converges to the fine constant-step solution on the *same* path, and a
+    tighter tolerance gets closer (Jelincic, Foster & Kidger 2024)."""
+    K, n_paths = 5, 24
+    g = speeds(K, 50.0)  # fast OU terms: the stiff part the controller must resolve
+    args = fou_args(THETA, SIGMA, g, optimal_weights(0.3, g))
+    eq, z0 = fou_sde(), augmented_state(X0, g)
+    dt_min = 2.0**-14
+
+    def one(key, rtol):
+        tree = BrownianTree(0.0, 1.0, dt_min, (1,), key, levy_area="space-time")
+        fine = sde.solve(eq, sde.ShARK(), z0, 0.0, 1.0, dt=2.0**-12, brownian=tree, args=args, check=False)
+        controller = sde.PIController(rtol=rtol, atol=rtol, dt_min=dt_min)
+        adaptive = sde.solve(eq, sde.ShARK(), z0, 0.0, 1.0, dt=2.0**-4, brownian=tree, args=args,
+                             controller=controller, max_steps=1024, check=False)
+        return jnp.abs(adaptive.y1[0] - fine.y1[0]), adaptive.stats["accepted"], adaptive.result
+
+    keys = jax.random.split(jax.random.key(6), n_paths)
+    loose = jax.jit(jax.vmap(lambda k: one(k, 1e-1)))(keys)
+    tight = jax.jit(jax.vmap(lambda k: one(k, 1e-2)))(keys)
+    for err, steps, result in (loose, tight):
+        assert np.all(np.asarray(result) == 0)
+        assert np.all(np.asarray(steps) < 1024)
+    assert np.mean(tight[1]) > 2 * np.mean(loose[1])  # tighter tolerance: more steps ...
+    assert np.mean(tight[0]) < 0.2 * np.mean(loose[0])  # ... and a closer path
+    assert np.mean(tight[0]) < 5e-3
