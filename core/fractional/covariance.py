@@ -75,7 +75,11 @@ def fbm_covariance(s, t, hurst):
         ``ValueError``; it is differentiable in ``hurst``.
     """
     check_hurst(hurst)
-    s, t, hurst = _as_float(s, t, hurst)
+    return _fbm_covariance(*_as_float(s, t, hurst))
+
+
+@jax.jit
+def _fbm_covariance(s, t, hurst):
     a = 2 * hurst
     return 0.5 * (_abs_pow(s, a) + _abs_pow(t, a) - _abs_pow(t - s, a))
 
@@ -99,7 +103,11 @@ def fgn_autocovariance(k, hurst, dt=1.0):
     """
     check_hurst(hurst)
     check_range("dt", dt, low=0.0, low_open=True)
-    k, hurst, dt = _as_float(k, hurst, dt)
+    return _fgn_autocovariance(*_as_float(k, hurst, dt))
+
+
+@jax.jit  # one compiled kernel instead of ~60 small eager ops per call
+def _fgn_autocovariance(k, hurst, dt):
     return _abs_pow(dt, 2 * hurst) * unit_autocovariance(k, 2 * hurst)
 
 
