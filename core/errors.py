@@ -53,8 +53,8 @@ def check_range(name: str, value, *, low=None, high=None, low_open=False, high_o
     if high is not None:
         bad |= (arr >= high) if high_open else (arr > high)
     if np.any(bad):
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
+        left = "(" if low_open or low is None else "["
+        right = ")" if high_open or high is None else "]"
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
         shown = _show(arr[bad].ravel()[0] if arr.ndim else arr)

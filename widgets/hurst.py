@@ -23,8 +23,9 @@ estimated from each sample (:func:`solverlab.fractional.hurst.estimate_hurst`).
 Every control reaches the kernels as a traced scalar: :math:`K` selects the first :math:`K` of
 ``K_SLOTS`` fixed slots (``active`` mask), and the type (I or II) is a static argument compiled for
 both values at warm-up, so no control recompiles. The weights are solved in float64 (the Gram matrix
-:math:`A` has condition numbers up to :math:`10^{17}`) inside ``jax.enable_x64``; the paths are
-float32.
+:math:`A` has condition numbers up to :math:`10^{17}`) inside ``jax.enable_x64``, and so are the
+MA-fBM paths (the weights reach :math:`10^5` and cancel, and type I's stationary start has the
+equally ill-conditioned covariance :math:`1/(\gamma_i + \gamma_j)`); the exact paths are float32.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ LAGS = 24
 #: gamma_max choices (log-spaced): a discrete slider.
 GAMMA_MAX = (2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0)
 KINDS = {"I (Mandelbrot-van Ness)": "I", "II (Riemann-Liouville)": "II"}
+#: Relative errors below this are float64 rounding: drawn at this floor.
+ROUNDING = 1e-16
 
 _T = np.linspace(0.0, 1.0, N + 1)
 #: Times at which the variance is drawn: log-spaced grid points 1/N .. 1.
@@ -131,8 +134,9 @@ def markov_kernel(seed, hurst, gammas, weights, *, kind: str):
     stationary start of the OU processes from a second key.
     """
     key_tree, key_start = jax.random.split(jax.random.key(seed))
-    tree = BrownianTree(0.0, 1.0, 1.0 / N, (N_PATHS,), key_tree, levy_area="space-time")
-    ts = jnp.asarray(_T[1:], jnp.float32)
+    zero = jnp.zeros((), jnp.result_type(hurst))
+    tree = BrownianTree(zero, zero + 1.0, 1.0 / N, (N_PATHS,), key_tree, levy_area="space-time")
+    ts = jnp.asarray(_T[1:])
     values = markov.ma_fbm_path(tree, ts, hurst, gammas, weights, kind, key=key_start)  # (N, N_PATHS)
     paths = jnp.concatenate([jnp.zeros((N_PATHS, 1), values.dtype), values.T], axis=1)
     return {"paths": paths[:N_SHOWN], **_sample_statistics(paths)}
@@ -144,14 +148,20 @@ def _weights(hurst: float, K: int, gamma_max: float, kind: str) -> dict:
         return jax.device_get(out)
 
 
+def _markov_paths(seed: int, hurst: float, w: dict, kind: str) -> dict:
+    # float64: the weights reach 1e5 and cancel, and type I's stationary start has the Cauchy
+    # covariance 1/(g_i + g_j) (condition numbers up to 1e17); in float32 the sum is rounding noise.
+    with jax.enable_x64(True):
+        out = markov_kernel(np.int32(seed), np.float64(hurst), w["gammas"], w["weights"], kind=kind)
+        return jax.device_get(out)
+
+
 @functools.cache
 def warm_up_kernels() -> None:
     """Compile every kernel for both types, once per process."""
     jax.block_until_ready(exact_kernel(np.int32(0), np.float32(0.3)))
     for kind in KINDS.values():
-        w = _weights(0.3, 5, 100.0, kind)
-        jax.block_until_ready(markov_kernel(np.int32(0), np.float32(0.3), w["gammas"].astype(np.float32),
-                                            w["weights"].astype(np.float32), kind=kind))
+        _markov_paths(0, 0.3, _weights(0.3, 5, 100.0, kind), kind)
 
 
 def _fgn_correlation(hurst: float) -> np.ndarray:
@@ -162,7 +172,7 @@ def _fgn_correlation(hurst: float) -> np.ndarray:
 
 def _check_finite(name: str, *arrays) -> None:
     if not all(np.all(np.isfinite(a)) for a in arrays):
-        raise SolverError(f"the {name} came out NaN or infinite; try a smaller gamma_max or fewer OU terms K")
+        raise SolverError(f"the {name} came out NaN or infinite; try fewer OU terms K or another gamma_max")
 
 
 def _summary(hurst, K, gamma_max, kind, w, exact, ma) -> str:
@@ -179,6 +189,17 @@ def _summary(hurst, K, gamma_max, kind, w, exact, ma) -> str:
         f"∫₀¹ E B² dt.  \n"
         f"Estimated H from {N_PATHS} paths of {N} steps: exact fBM **{interval(exact)}**, "
         f"MA-fBM **{interval(ma)}**."
+    ) + _stiffness_note(gamma_max)
+
+
+def _stiffness_note(gamma_max: float) -> str:
+    z = gamma_max / N
+    if z <= 1.0:
+        return ""
+    return (
+        f"  \nγ_max · Δt = {z:.3g} > 1: the fastest OU processes relax within one grid step. The tree "
+        "steps them exactly in mean given W and its Levy area, but part of their variance is left out, "
+        "so at small t the MA-fBM sample sits below its closed form."
     )
 
 
@@ -233,8 +254,7 @@ class HurstDashboard(Dashboard):
         exact = self._exact(seed, hurst)
         w = _weights(hurst, K, gamma_max, kind)
         _check_finite("optimal weights", w["weights"], w["errors"], w["ma_variance"])
-        ma = jax.device_get(markov_kernel(np.int32(seed), np.float32(hurst), w["gammas"].astype(np.float32),
-                                          w["weights"].astype(np.float32), kind=kind))
+        ma = _markov_paths(seed, hurst, w, kind)
         _check_finite("MA-fBM paths", ma["paths"])
         t_var = _T[_VAR_IDX]
         return {
@@ -249,8 +269,9 @@ class HurstDashboard(Dashboard):
                 "ma_sample": ma["variance"],
             },
             "acf": {"lag": _LAG, "fgn": _fgn_correlation(hurst), "exact": exact["acf"], "ma": ma["acf"]},
-            "errors": {"K": np.arange(1, K_SLOTS + 1), "error": w["errors"] / w["norm"]},
-            "current": {"K": [K], "error": [w["errors"][K - 1] / w["norm"]]},
+            # Floored at float64 rounding, so an exact fit (H = 1/2) stays on the log axis.
+            "errors": {"K": np.arange(1, K_SLOTS + 1), "error": np.maximum(w["errors"] / w["norm"], ROUNDING)},
+            "current": {"K": [K], "error": [max(w["errors"][K - 1] / w["norm"], ROUNDING)]},
             "summary": _summary(hurst, K, gamma_max, kind, w, exact, ma),
             "estimates": {name: (float(s["hurst"]), float(s["stderr"])) for name, s in (("exact", exact), ("ma", ma))},
         }

@@ -192,18 +192,39 @@ def linear_moments(M, v, m0, P0, ts):
 
     .. math::
         \mathbb E Z_t = e^{Mt}m_0, \qquad
-        \operatorname{Cov} Z_t = e^{Mt}P_0e^{M^\top t} + \int_0^t e^{Ms}vv^\top e^{M^\top s}ds,
+        \operatorname{Cov} Z_t = e^{Mt}P_0e^{M^\top t} + \int_0^t e^{Ms}vv^\top e^{M^\top s}ds.
 
-    the integral by Van Loan's block matrix exponential. ``M`` ``(n, n)``, ``v`` ``(n,)``, ``m0``
-    ``(n,)``, ``P0`` ``(n, n)``, ``ts`` ``(T,)``; returns ``(T, n)`` and ``(T, n, n)``.
+    Van Loan's block exponential (:func:`_van_loan`) holds :math:`e^{-Mt}`, which overflows or
+    cancels once :math:`\|M\|t` is large (fast OU speeds), so it is used only on a short step
+    :math:`h = t/2^J` with :math:`\|M\|_1 h \le 1/2`, and the pair is doubled :math:`J` times,
+
+    .. math::
+        \Phi_{2h} = \Phi_h^2, \qquad Q_{2h} = \Phi_h Q_h \Phi_h^\top + Q_h,
+
+    every term of which is bounded (scaling and squaring, as for :math:`e^{Mt}` itself).
+    ``M`` ``(n, n)``, ``v`` ``(n,)``, ``m0`` ``(n,)``, ``P0`` ``(n, n)``, ``ts`` ``(T,)``; returns
+    ``(T, n)`` and ``(T, n, n)``.
     """
     Q = jnp.outer(v, v)
+    norm = jnp.max(jnp.sum(jnp.abs(M), axis=0))
 
     def one(t):
-        P, E = _van_loan(M, Q, t)
+        doublings = jnp.clip(jnp.ceil(jnp.log2(jnp.maximum(2.0 * norm * t, 1.0))), 0, _MAX_DOUBLINGS)
+        P, E = _van_loan(M, Q, t / 2.0**doublings)
+
+        def double(i, pair):
+            P, E = pair
+            keep = i >= doublings
+            return jnp.where(keep, P, E @ P @ E.T + P), jnp.where(keep, E, E @ E)
+
+        P, E = jax.lax.fori_loop(0, _MAX_DOUBLINGS, double, (P, E))
         return E @ m0, E @ P0 @ E.T + P
 
     return jax.vmap(one)(jnp.asarray(ts, M.dtype))
+
+
+#: Enough doublings for ||M|| t up to 2^60.
+_MAX_DOUBLINGS = 60
 
 
 def fou_moments(ts, x0, theta, sigma, gammas, weights, kind: str = "II"):

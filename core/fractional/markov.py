@@ -141,8 +141,8 @@ def _check_slot_K(K, slots) -> int:
 def _check_gammas(gammas) -> None:
     check_range("gammas", gammas, low=0.0, low_open=True)
     arr = concrete_value(gammas)
-    if arr is not None and arr.ndim != 1:
-        raise ValueError(f"gammas must be a 1-d array of speeds (K,), got shape {arr.shape}")
+    if arr is not None and (arr.ndim != 1 or arr.size == 0):
+        raise ValueError(f"gammas must be a 1-d array of K >= 1 speeds, got shape {arr.shape}")
 
 
 def _check_common(hurst, gammas, T, kind) -> None:

@@ -337,6 +337,9 @@ def sample_paths(
     observations = jnp.asarray(observations, dtype)
     if observations.shape != (n + 1,):
         raise ValueError(f"observations must have shape ({n + 1},) (n + 1), got {observations.shape}")
+    speeds_now, horizon = concrete_value(gammas), concrete_value(T)
+    if speeds_now is not None and horizon is not None:  # the fastest OU term sets Euler's stability
+        _check_stable(float(np.max(speeds_now)), float(horizon) / (n * substeps))
     weights = optimal_weights(hurst, gammas, T)  # compiled once in markov, outside our trace
     # Traced numbers (a new hurst or sigma never recompiles); shapes and the control are static.
     numbers = [jnp.asarray(v, dtype) for v in (sigma, theta, x0, T)]

@@ -65,7 +65,7 @@ def test_grid_bad_input():
     inc = BrownianGrid(0.0, 1.0, 10, (), key).increments()
     with pytest.raises(ValueError, match=r"factor must divide the number of steps 10, got 3"):
         coarsen(inc, 0.1, 3)
-    with pytest.raises(ValueError, match=r"dt must lie in \(0, inf\]"):
+    with pytest.raises(ValueError, match=r"dt must lie in \(0, inf\)"):
         coarsen(inc, -0.1, 2)
 
 

@@ -213,17 +213,17 @@ def test_cir_convergence_returns_levels_errors_and_an_order(x64):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(args=(0.0, 1.0, 2.2)), r"a must lie in \(0, inf\], got 0"),
-        (dict(args=(1.0, -1.0, 2.2)), r"b must lie in \(0, inf\], got -1"),
-        (dict(args=(1.0, 1.0, 0.0)), r"sigma must lie in \(0, inf\], got 0"),
+        (dict(args=(0.0, 1.0, 2.2)), r"a must lie in \(0, inf\), got 0"),
+        (dict(args=(1.0, -1.0, 2.2)), r"b must lie in \(0, inf\), got -1"),
+        (dict(args=(1.0, 1.0, 0.0)), r"sigma must lie in \(0, inf\), got 0"),
         (dict(args=(1.0, 1.0)), r"args must be \(a, b, sigma\)"),
-        (dict(ctols=[0.5, 0.0]), r"ctol must lie in \(0, inf\], got 0"),
-        (dict(ctols=[0.5, -2.0]), r"ctol must lie in \(0, inf\], got -2"),
+        (dict(ctols=[0.5, 0.0]), r"ctol must lie in \(0, inf\), got 0"),
+        (dict(ctols=[0.5, -2.0]), r"ctol must lie in \(0, inf\), got -2"),
         (dict(ctols=None, dts=[0.5, 8.0]), r"dt must lie in \(0, 4\], got 8"),
         (dict(dts=[0.5, 0.25]), r"give exactly one of ctols, dts, atols; got ctols, dts"),
         (dict(ctols=None, atols=[0.1, 0.01]), r"has no embedded error estimate"),
         (dict(ctols=[0.5]), r"ctol must hold at least 2 values"),
-        (dict(x0=-1.0), r"x0 must lie in \[0, inf\], got -1"),
+        (dict(x0=-1.0), r"x0 must lie in \[0, inf\), got -1"),
         (dict(n_paths=1), r"n_paths must be an int >= 2, got 1"),
     ],
 )
@@ -235,13 +235,13 @@ def test_bad_input_is_named_before_anything_compiles(kwargs, match):
 
 
 def test_bad_solver_use():
-    with pytest.raises(ValueError, match=r"ctol must lie in \(0, inf\], got 0"):
+    with pytest.raises(ValueError, match=r"ctol must lie in \(0, inf\), got 0"):
         cir.state_controller(0.0)
     with pytest.raises(ValueError, match=r"HOStS \(CIR\) solves only the CIR SDE"):
         other = sde.SDE(lambda t, y, a: y, lambda t, y, a: y, "diagonal", "stratonovich")
         sde.solve(other, sde.HOStS(), jnp.ones(()), 0.0, 1.0, dt=0.1, key=jax.random.key(0),
                   args=HARD)
-    with pytest.raises(ValueError, match=r"a must lie in \(0, inf\], got -1"):
+    with pytest.raises(ValueError, match=r"a must lie in \(0, inf\), got -1"):
         cir.check_cir_args((-1.0, 1.0, 1.0))
 
 

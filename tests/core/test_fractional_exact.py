@@ -116,7 +116,7 @@ def test_covariance_bad_input():
         fbm_covariance(0.5, 1.0, 1.2)
     with pytest.raises(ValueError, match=r"hurst must lie in \(0, 1\), got 0"):
         fgn_autocovariance(3, 0.0)
-    with pytest.raises(ValueError, match=r"dt must lie in \(0, inf\], got -1"):
+    with pytest.raises(ValueError, match=r"dt must lie in \(0, inf\), got -1"):
         fgn_autocovariance(3, 0.3, dt=-1.0)
     check_hurst(jnp.array([0.2, 0.8]))  # arrays of valid values pass
     jax.jit(check_hurst)(2.0)  # traced values pass unchecked
@@ -284,8 +284,8 @@ def test_bad_input_raises_before_compiling(sampler):
         (dict(n=8.0), r"n must be an int >= 2, got 8.0"),
         (dict(n=True), r"n must be an int >= 2, got True"),
         (dict(n="8"), r"n must be an int >= 2, got '8'"),
-        (dict(T=0.0), r"T must lie in \(0, inf\], got 0$"),
-        (dict(T=-2.0), r"T must lie in \(0, inf\], got -2$"),
+        (dict(T=0.0), r"T must lie in \(0, inf\), got 0$"),
+        (dict(T=-2.0), r"T must lie in \(0, inf\), got -2$"),
         (dict(T=float("inf")), r"T must be finite, got inf"),
         (dict(batch_shape=(-1,)), r"batch_shape must be a tuple of non-negative ints, got \(-1,\)"),
         (dict(batch_shape=(2.5,)), r"batch_shape must be a tuple of non-negative ints, got \(2.5,\)"),

@@ -331,3 +331,17 @@ def test_adaptive_steps_on_the_augmented_system_follow_the_same_path(x64):
     assert np.mean(tight[1]) > 2 * np.mean(loose[1])  # tighter tolerance: more steps ...
     assert np.mean(tight[0]) < 0.2 * np.mean(loose[0])  # ... and a closer path
     assert np.mean(tight[0]) < 5e-3
+
+
+@pytest.mark.parametrize("gamma_max", [20.0, 1000.0])
+def test_fou_moments_stay_exact_for_fast_ou_terms(gamma_max, precision):
+    """With theta = 0, sigma = 1 and x0 = 0 the fOU process is the MA-fBM itself, so its variance is
+    ma_variance; fast speeds (gamma t up to 1000) once overflowed the block exponential."""
+    g = speeds(5, gamma_max)
+    ts = jnp.asarray([0.01, 0.5, 1.0])
+    rtol = 1e-10 if precision == "float64" else 1e-4
+    for kind in ("I", "II"):
+        w = optimal_weights(0.3, g, kind=kind)
+        mean, var = fou_moments(ts, 0.0, 0.0, 1.0, g, w, kind)
+        np.testing.assert_allclose(np.asarray(var), np.asarray(ma_variance(ts, 0.3, g, w, kind)), rtol=rtol)
+        np.testing.assert_array_equal(np.asarray(mean), 0.0)

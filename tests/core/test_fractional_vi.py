@@ -263,3 +263,10 @@ def test_bad_data_and_model_arguments_raise():
         vi.simulate(key, 10, 0.5, noise=0.0)
     with pytest.raises(ValueError, match="model must be a FractionalVI"):
         vi.elbo(object(), key, ts, jnp.zeros(11))
+
+
+def test_simulation_refuses_an_unstable_euler_step():
+    with pytest.raises(ValueError, match=r"gamma_max \* dt must lie in \(0, 1\).*gamma_max = 10000"):
+        vi.simulate(jax.random.key(0), 10, 0.3, gamma_max=1e4, substeps=1)
+    with pytest.raises(ValueError, match="raise substeps or lower gamma_max"):
+        vi.sample_paths(jax.random.key(0), 1.0, 10, hurst=0.3, gammas=[0.1, 1.0, 50.0], substeps=2)

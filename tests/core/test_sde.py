@@ -149,7 +149,7 @@ def test_bad_sde_definitions():
     wrong_diffusion = sde.SDE(lambda t, y, a: y, lambda t, y, a: y[:1])
     with pytest.raises(ValueError, match=r"diffusion must return shape \(2,\) for noise='diagonal'"):
         sde.solve(wrong_diffusion, sde.EulerMaruyama(), jnp.ones(2), 0.0, 1.0, dt=0.1, key=jax.random.key(0))
-    with pytest.raises(ValueError, match=r"rtol must lie in \[0, inf\]"):
+    with pytest.raises(ValueError, match=r"rtol must lie in \[0, inf\)"):
         sde.PIController(rtol=-1.0)
 
 

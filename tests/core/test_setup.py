@@ -50,7 +50,7 @@ def test_second_process_reuses_the_persistent_cache(tmp_path):
 @pytest.mark.parametrize(
     "value, kwargs, message",
     [
-        (0.0, dict(low=0.0, low_open=True), r"x must lie in \(0, inf\], got 0"),
+        (0.0, dict(low=0.0, low_open=True), r"x must lie in \(0, inf\), got 0"),
         (2.0, dict(low=0.0, high=1.0), r"x must lie in \[0, 1\], got 2"),
         (float("inf"), dict(), r"x must be finite"),
         ("a", dict(), r"x must be a real number"),

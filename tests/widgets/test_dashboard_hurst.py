@@ -129,3 +129,15 @@ def test_non_finite_weights_are_reported_not_drawn(dashboard, monkeypatch):
     assert dashboard.alert.visible
     assert "NaN" in dashboard.alert.object and "gamma_max" in dashboard.alert.object
     np.testing.assert_array_equal(columns(sources, "ma_paths")["p0"], good["p0"])
+
+
+@pytest.mark.parametrize("kind", ["I (Mandelbrot-van Ness)", "II (Riemann-Liouville)"])
+@pytest.mark.parametrize("K, gamma_max", [(20, 2.0), (5, 100.0), (20, 10000.0)])
+def test_markov_sample_variance_matches_its_closed_form(kind, K, gamma_max):
+    # 16 paths: 16 s^2 / sigma^2 ~ chi^2(16) (mean known to be 0), whose 1e-6 quantiles are 0.17 and
+    # 3.4 times 16. Ill-conditioned weights (type I, K = 20, gamma_max = 2) once gave 800x here.
+    dashboard = HurstDashboard(kind=kind, K=K, gamma_max=gamma_max, hurst=0.2)
+    variance = dashboard.data["variance"]
+    ratio = variance["ma_sample"][-1] / variance["ma"][-1]
+    assert 0.17 < ratio < 3.4, ratio
+    assert ("relax within one grid step" in dashboard.data["summary"]) == (gamma_max / N > 1)
