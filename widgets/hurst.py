@@ -8,7 +8,7 @@ Fractional Brownian motion with Hurst index :math:`H` drawn two ways on :math:`t
 * as the Markov approximation (MA-fBM) of Daems, Opper, Crevecoeur & Birdal (ICLR 2024):
   :math:`\hat B_t = \sum_{k=1}^K \omega_k Y^k_t` (type I: :math:`Y^k_t - Y^k_0`), with
   :math:`K` Ornstein-Uhlenbeck processes :math:`dY^k = -\gamma_k Y^k\,dt + dW` driven by *one*
-  Brownian motion from a :class:`~solverlab.brownian.BrownianTree`, geometric speeds
+  Brownian motion with its space-time Levy area (:class:`~solverlab.brownian.BrownianGrid`), geometric speeds
   :math:`\gamma_k \in [1/\gamma_{\max}, \gamma_{\max}]` and the optimal weights
   :math:`\omega^* = A^{-1}b` (:mod:`solverlab.fractional.markov`).
 
@@ -40,7 +40,7 @@ import param
 from bokeh.plotting import figure
 
 from solverlab import SolverError
-from solverlab.brownian import BrownianTree
+from solverlab.brownian import BrownianGrid
 from solverlab.fractional import markov
 from solverlab.fractional.exact import fbm
 from solverlab.fractional.hurst import estimate_hurst
@@ -128,20 +128,23 @@ def weights_kernel(hurst, K, gamma_max, *, kind: str):
 
 @functools.partial(jax.jit, static_argnames="kind")
 def markov_kernel(seed, hurst, gammas, weights, *, kind: str):
-    """``N_PATHS`` MA-fBM paths on one Brownian tree of shape ``(N_PATHS,)`` and their statistics.
+    """``N_PATHS`` MA-fBM paths driven by one Brownian motion each, and their statistics.
 
-    The tree's leaves have length 1/N, so the grid times are tree nodes; type I draws the
-    stationary start of the OU processes from a second key.
+    The Brownian increments and space-time Levy areas over the grid come from a
+    :class:`~solverlab.brownian.BrownianGrid`: on a fixed grid it draws the same law as a tree
+    whose leaves are the grid steps, at a third of the cost (chapter 03 shows the tree version,
+    queried anywhere). Type I draws the stationary start of the OU processes from a second key.
     """
-    key_tree, key_start = jax.random.split(jax.random.key(seed))
+    key_path, key_start = jax.random.split(jax.random.key(seed))
     zero = jnp.zeros((), jnp.result_type(hurst))
-    tree = BrownianTree(zero, zero + 1.0, 1.0 / N, (N_PATHS,), key_tree, levy_area="space-time")
-    ts = jnp.asarray(_T[1:])
-    values = markov.ma_fbm_path(tree, ts, hurst, gammas, weights, kind, key=key_start)  # (N, N_PATHS)
-    paths = jnp.concatenate([jnp.zeros((N_PATHS, 1), values.dtype), values.T], axis=1)
+    increments = BrownianGrid(zero, zero + 1.0, N, (N_PATHS,), key_path, levy_area="space-time").increments()
+    steps = jnp.full(N, 1.0 / N, zero.dtype)
+    values = markov.ma_fbm_from_increments(increments, steps, hurst, gammas, weights, kind, key=key_start)
+    paths = jnp.concatenate([jnp.zeros((N_PATHS, 1), values.dtype), values.T], axis=1)  # (N_PATHS, N + 1)
     return {"paths": paths[:N_SHOWN], **_sample_statistics(paths)}
 
 
+@functools.lru_cache(maxsize=64)  # a seed move reuses them
 def _weights(hurst: float, K: int, gamma_max: float, kind: str) -> dict:
     with jax.enable_x64(True):
         out = weights_kernel(np.float64(hurst), np.int32(K), np.float64(gamma_max), kind=kind)
@@ -168,6 +171,16 @@ def _fgn_correlation(hurst: float) -> np.ndarray:
     """Fractional Gaussian noise's autocorrelation at ``_LAG`` (Mandelbrot & Van Ness 1968)."""
     k = _LAG.astype(float)
     return 0.5 * (np.abs(k + 1) ** (2 * hurst) - 2 * k ** (2 * hurst) + np.abs(k - 1) ** (2 * hurst))
+
+
+def _float32_columns(outputs: dict) -> dict:
+    """Plot columns as float32: half the bytes to the browser, and more digits than a plot shows."""
+    def cast(column):
+        column = np.asarray(column)
+        return column.astype(np.float32) if column.dtype == np.float64 else column
+
+    return {name: {k: cast(v) for k, v in out.items()} if isinstance(out, dict) and name != "estimates" else out
+            for name, out in outputs.items()}
 
 
 def _check_finite(name: str, *arrays) -> None:
@@ -197,8 +210,8 @@ def _stiffness_note(gamma_max: float) -> str:
     if z <= 1.0:
         return ""
     return (
-        f"  \nγ_max · Δt = {z:.3g} > 1: the fastest OU processes relax within one grid step. The tree "
-        "steps them exactly in mean given W and its Levy area, but part of their variance is left out, "
+        f"  \nγ_max · Δt = {z:.3g} > 1: the fastest OU processes relax within one grid step. Each "
+        "step is exact in mean given W and its Levy area, but part of their variance is left out, "
         "so at small t the MA-fBM sample sits below its closed form."
     )
 
@@ -257,7 +270,7 @@ class HurstDashboard(Dashboard):
         ma = _markov_paths(seed, hurst, w, kind)
         _check_finite("MA-fBM paths", ma["paths"])
         t_var = _T[_VAR_IDX]
-        return {
+        return _float32_columns({
             "exact_paths": {"t": _T, **{f"p{i}": exact["paths"][i] for i in range(N_SHOWN)}},
             "ma_paths": {"t": _T, **{f"p{i}": ma["paths"][i] for i in range(N_SHOWN)}},
             "variance": {
@@ -274,7 +287,7 @@ class HurstDashboard(Dashboard):
             "current": {"K": [K], "error": [max(w["errors"][K - 1] / w["norm"], ROUNDING)]},
             "summary": _summary(hurst, K, gamma_max, kind, w, exact, ma),
             "estimates": {name: (float(s["hurst"]), float(s["stderr"])) for name, s in (("exact", exact), ("ma", ma))},
-        }
+        })
 
     def views(self) -> list:
         src = {name: self.source(name) for name in ("exact_paths", "ma_paths", "variance", "acf", "errors", "current")}
@@ -305,22 +318,25 @@ def _paths_figure(source, title: str) -> pn.pane.Bokeh:
 
 
 def _variance_figure(source) -> pn.pane.Bokeh:
-    fig = _figure("variance of B_t (log-log)", x_axis_type="log", y_axis_type="log",
+    fig = _figure("variance of B_t (log-log)", height=320, x_axis_type="log", y_axis_type="log",
                   x_axis_label="t", y_axis_label="Var B_t")
-    fig.line("t", "fbm", source=source, color="black", line_width=2, legend_label="t^2H (standard fBM)")
+    fig.line("t", "fbm", source=source, color="black", line_width=2, legend_label="t^2H (fBM)")
     fig.line("t", "target", source=source, color="#969696", line_width=2, line_dash="dotted",
-             legend_label="target of this type")
+             legend_label="target (this type)")
     fig.line("t", "ma", source=source, color="#e6550d", line_width=2, line_dash="dashed",
-             legend_label="MA-fBM, closed form")
+             legend_label="MA-fBM closed form")
     fig.scatter("t", "exact_sample", source=source, color="black", size=4, legend_label="exact sample")
     fig.scatter("t", "ma_sample", source=source, color="#e6550d", size=4, marker="triangle",
                 legend_label="MA-fBM sample")
-    _legend(fig, "bottom_right")
+    _legend(fig)
+    legend = fig.legend[0]  # five entries: above the plot, clear of the data
+    legend.ncols = 2
+    fig.add_layout(legend, "above")
     return pn.pane.Bokeh(fig)
 
 
 def _acf_figure(source) -> pn.pane.Bokeh:
-    fig = _figure("autocorrelation of the increments", x_axis_label="lag k (steps of 1/512)",
+    fig = _figure("autocorrelation of the increments", height=320, x_axis_label="lag k (steps of 1/512)",
                   y_axis_label="correlation", y_range=(-0.6, 1.05))
     fig.line("lag", "fgn", source=source, color="black", line_width=2, legend_label="fGn theory")
     fig.scatter("lag", "exact", source=source, color="black", size=5, legend_label="exact sample")

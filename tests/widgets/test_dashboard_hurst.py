@@ -54,8 +54,8 @@ def test_the_numbers_agree_with_the_core(dashboard):
         gammas = markov.speeds(7, np.float64(50.0))
         expected = markov.approximation_error(np.float64(0.4), gammas, kind="I")
         _, _, c = markov.objective_terms(np.float64(0.4), gammas, kind="I")
-    np.testing.assert_allclose(data["current"]["error"][0], expected / c, rtol=1e-9)
-    np.testing.assert_allclose(data["variance"]["fbm"], data["variance"]["t"] ** 0.8)
+    np.testing.assert_allclose(data["current"]["error"][0], expected / c, rtol=1e-6)  # sent as float32
+    np.testing.assert_allclose(data["variance"]["fbm"], data["variance"]["t"] ** 0.8, rtol=1e-6)
     np.testing.assert_allclose(data["variance"]["target"], data["variance"]["fbm"], rtol=1e-6)  # type I
     rho1 = 0.5 * (2 ** 0.8 - 2)
     np.testing.assert_allclose(data["acf"]["fgn"][:2], [1.0, rho1])
