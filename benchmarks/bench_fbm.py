@@ -123,18 +123,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md")
     parser.add_argument("--no-stochastic", action="store_true", help="skip the stochastic subprocess")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="time ours against the floor only (e.g. on a GPU machine without the peers)")
     parser.add_argument("--stochastic-venv", type=Path, default=STOCHASTIC_VENV)
     args = parser.parse_args()
 
     jax.config.update("jax_enable_x64", True)  # float64 rows; float32 rows pass float32 inputs
     load_before = os.getloadavg()[0]
-    python = None if args.no_stochastic else stochastic_python(args.stochastic_venv)
+    python = None if args.no_stochastic or args.no_peers else stochastic_python(args.stochastic_venv)
     stochastic_version = "stochastic (not measured)"
     rows, verdicts = [], []
     for label, n, batch in CASES:
         # Peers first (CPU, NumPy): slow batches get fewer runs.
         peer_repeats = args.repeats if batch == 1 else 1  # ~2 minutes a run for `fbm`
-        peer = time_call(fbm_package(n, batch), repeats=peer_repeats, block=lambda x: x)["median"]
+        peer = None if args.no_peers else time_call(fbm_package(n, batch), repeats=peer_repeats,
+                                                    block=lambda x: x)["median"]
         sto = None
         if python:
             res = time_stochastic(python, n, batch, peer_repeats)

@@ -3,7 +3,7 @@
 # CUDA-enabled JAX (and diffrax, the peer). Nothing is downloaded: the lent GPU machines have no
 # network, and their image ships JAX with CUDA, diffrax, pytest and scipy.
 # Usage, from the repository root:  PY=python3 bash benchmarks/gpu_check.sh
-# Writes the "tree-gpu" and "sde-gpu" sections of benchmarks/RESULTS.md.
+# Writes the "tree-gpu", "sde-gpu" and "fbm-gpu" sections of benchmarks/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -15,3 +15,4 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 $PY -m pytest tests/core -q -x -p no:cacheprovider
 $PY benchmarks/bench_tree.py --queries 1000000
 $PY benchmarks/bench_sde.py --paths 100000
+$PY benchmarks/bench_fbm.py --no-peers   # exact fBM against the FFT floor on the GPU
