@@ -17,6 +17,10 @@ semi-linear: its linear part is solved exactly by the **exponential integrators*
   :math:`\hat x_0 = (x - \sigma\hat\epsilon)/\alpha`:
   :math:`x_t = \frac{\sigma_t}{\sigma_s}x_s - \alpha_t(e^{-h} - 1)D`,
   :math:`D = (1 + \tfrac1{2r})\hat x_{0,s} - \tfrac1{2r}\hat x_{0,s'}`, :math:`r = h_{\text{prev}}/h`;
+  and (3M) with the quadratic through the last three data predictions,
+  :math:`x_t = \frac{\sigma_t}{\sigma_s}x_s - \alpha_t\big(\varphi_1 \hat x_{0,s} - \varphi_2 D_1 + \varphi_3 D_2\big)`,
+  :math:`\varphi_1 = e^{-h} - 1`, :math:`\varphi_2 = \varphi_1/h + 1`, :math:`\varphi_3 = \varphi_2/h - \tfrac12`,
+  with :math:`D_1, D_2` the first and second divided differences in :math:`\lambda` scaled by :math:`h`, :math:`h^2`;
 
 and, for comparison, explicit **Euler** on the ODE in :math:`t` (what the exponential integrators
 improve on) and **Heun** in the EDM variables :math:`\tilde x = x/\alpha`,
@@ -47,6 +51,7 @@ METHODS = {
     "dpm_solver_2": 2,
     "dpm_solver_3": 3,
     "dpm_solver++_2m": 1,
+    "dpm_solver++_3m": 1,
     "euler": 1,
     "heun": 2,
 }
@@ -218,6 +223,49 @@ def _dpm_solver_pp_2m(model_fn, schedule, x, ts, evaluations):
     return x
 
 
+def _dpm_solver_pp_3m(model_fn, schedule, x, ts, evaluations):
+    """DPM-Solver++(3M): first-order, then second-order, then third-order multistep updates."""
+    lam = schedule.lambda_(ts)
+
+    def data(x, t):
+        return (x - schedule.sigma(t) * model_fn(x, t)) / schedule.alpha(t)
+
+    def update(x, i, x0, x0_1, x0_2, order):
+        s, t = ts[i], ts[i + 1]
+        h = lam[i + 1] - lam[i]
+        phi1 = jnp.expm1(-h)
+        phi2 = phi1 / h + 1.0
+        phi3 = phi2 / h - 0.5
+        d1 = d2 = jnp.zeros_like(x0)
+        if order >= 2:
+            r0 = (lam[i] - lam[i - 1]) / h
+            d1_0 = (x0 - x0_1) / r0
+            d1 = d1_0
+            if order == 3:
+                r1 = (lam[i - 1] - lam[i - 2]) / h
+                d1_1 = (x0_1 - x0_2) / r1
+                d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+                d2 = (d1_0 - d1_1) / (r0 + r1)
+        a_t, s_t, s_s = schedule.alpha(t), schedule.sigma(t), schedule.sigma(s)
+        return s_t / s_s * x - a_t * (phi1 * x0 - phi2 * d1 + phi3 * d2)
+
+    n_steps = ts.shape[0] - 1
+    history = []  # the data predictions so far, newest last (at most three kept)
+    for i in range(min(n_steps, 2)):  # warm-up: orders 1 and 2
+        history.append(data(x, ts[i]))
+        x = update(x, i, history[-1], history[-2] if i else None, None, i + 1)
+    if n_steps <= 2:
+        return x
+
+    def body(carry, i):
+        x, x0_1, x0_2 = carry
+        x0 = data(x, ts[i])
+        return (update(x, i, x0, x0_1, x0_2, 3), x0, x0_1), None
+
+    (x, _, _), _ = jax.lax.scan(body, (x, history[-1], history[-2]), jnp.arange(2, n_steps))
+    return x
+
+
 def _euler(model_fn, schedule, x, ts, evaluations):
     def velocity(x, t):
         dlog_alpha = jax.grad(lambda u: jnp.log(schedule.alpha(u)))(t)
@@ -262,6 +310,7 @@ _STEPPERS = {
     "dpm_solver_2": _singlestep(2),
     "dpm_solver_3": _singlestep(3),
     "dpm_solver++_2m": _dpm_solver_pp_2m,
+    "dpm_solver++_3m": _dpm_solver_pp_3m,
     "euler": _euler,
     "heun": _heun,
 }
