@@ -6,7 +6,14 @@ space of diffusion-based generative models" (EDM, 2022); Song et al., "Score-bas
 modeling through SDEs" (2021).
 """
 
-from . import samplers
-from .samplers import METHODS, sample, step_grid
+from . import params, samplers, schedules
+from .params import PARAMETERISATIONS, as_noise_prediction, convert
+from .samplers import METHODS, sample, sample_ancestral
+from .schedules import EDM, VE, DDPMLinear, Schedule, VPCosine, VPLinear, timesteps
 
-__all__ = ["samplers", "METHODS", "sample", "step_grid"]
+__all__ = [
+    "params", "samplers", "schedules",
+    "VPLinear", "VPCosine", "VE", "EDM", "DDPMLinear", "Schedule", "timesteps",
+    "PARAMETERISATIONS", "convert", "as_noise_prediction",
+    "METHODS", "sample", "sample_ancestral",
+]

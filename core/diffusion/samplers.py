@@ -42,8 +42,9 @@ import jax
 import jax.numpy as jnp
 
 from ..errors import SolverError, check_range, concrete_value
+from .schedules import TIMESTEP_KINDS, timesteps
 
-__all__ = ["METHODS", "sample", "step_grid"]
+__all__ = ["METHODS", "sample", "sample_ancestral"]
 
 #: Method name -> model evaluations per step of the main loop.
 METHODS = {
@@ -55,16 +56,6 @@ METHODS = {
     "euler": 1,
     "heun": 2,
 }
-
-
-def step_grid(schedule, n_points: int, t_start, t_end):
-    r"""``n_points`` times from ``t_start`` down to ``t_end``, uniform in :math:`\lambda` (log-SNR).
-
-    Uniform log-SNR steps are the DPM-Solver default: the exponential integrators' local error is a
-    power of :math:`h` in :math:`\lambda`.
-    """
-    lam = jnp.linspace(schedule.lambda_(t_start), schedule.lambda_(t_end), n_points)
-    return schedule.t_of_lambda(lam)
 
 
 def _split(method: str, nfe: int) -> tuple[int, int]:
@@ -79,7 +70,7 @@ def _split(method: str, nfe: int) -> tuple[int, int]:
 
 
 def sample(model_fn: Callable, x_T, schedule, method: str = "dpm_solver++_2m", nfe: int = 10,
-           t_start=None, t_end=None, *, check: bool = True):
+           t_start=None, t_end=None, *, steps: str = "logSNR", check: bool = True, _key=None):
     r"""Sample by integrating the probability-flow ODE from ``x_T`` at ``t_start`` to noise level zero.
 
     Args:
@@ -93,6 +84,10 @@ def sample(model_fn: Callable, x_T, schedule, method: str = "dpm_solver++_2m", n
             ``nfe = 1`` is that step alone, the data prediction at ``t_start``).
         t_start, t_end: integrate from ``t_start`` (default ``schedule.t_max``) down to ``t_end``
             (default ``schedule.t_min``), then step to noise level zero.
+        steps: where the steps go, a kind of :func:`~solverlab.diffusion.schedules.timesteps`:
+            ``"logSNR"`` (uniform in :math:`\lambda`, the DPM-Solver default: the exponential
+            integrators' local error is a power of :math:`h` in :math:`\lambda`), ``"time"`` or
+            ``"karras"`` (EDM, :math:`\rho = 7`).
         check: raise :class:`~solverlab.SolverError` when the result is not finite (outside jit).
 
     Returns:
@@ -100,6 +95,8 @@ def sample(model_fn: Callable, x_T, schedule, method: str = "dpm_solver++_2m", n
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if steps not in TIMESTEP_KINDS:
+        raise ValueError(f"steps must be one of {', '.join(TIMESTEP_KINDS)}, got {steps!r}")
     if isinstance(nfe, bool) or not isinstance(nfe, int):
         raise ValueError(f"nfe must be an int >= 1, got {nfe!r}")
     check_range("nfe", nfe, low=1)
@@ -115,23 +112,47 @@ def sample(model_fn: Callable, x_T, schedule, method: str = "dpm_solver++_2m", n
     if out.shape != x_T.shape:
         raise ValueError(f"model_fn must return the shape of x {x_T.shape}, got {out.shape}")
     x0 = _sample(model_fn, x_T, schedule, jnp.asarray(t_start, x_T.dtype), jnp.asarray(t_end, x_T.dtype),
-                 method=method, nfe=nfe)
+                 _key, method=method, nfe=nfe, steps=steps)
     if check and concrete_value(x0) is not None and not bool(jnp.all(jnp.isfinite(x0))):
         raise SolverError(f"{method} with nfe = {nfe} produced NaN or infinite samples; "
                           "try more steps or a lower guidance scale")
     return x0
 
 
-@functools.partial(jax.jit, static_argnames=("model_fn", "schedule", "method", "nfe"))
-def _sample(model_fn, x, schedule, t_start, t_end, *, method, nfe):
+@functools.partial(jax.jit, static_argnames=("model_fn", "schedule", "method", "nfe", "steps"))
+def _sample(model_fn, x, schedule, t_start, t_end, key, *, method, nfe, steps):
     t = t_start
     if nfe > 1:
         _, points = _split(method, nfe)
-        ts = step_grid(schedule, points, t_start, t_end)
-        x = _STEPPERS[method](model_fn, schedule, x, ts, nfe - 1)
+        ts = timesteps(schedule, points - 1, steps, t_start, t_end)
+        if key is None:
+            x = _STEPPERS[method](model_fn, schedule, x, ts, nfe - 1)
+        else:
+            x = _ancestral(model_fn, schedule, x, ts, key)
         t = ts[-1]
     # Final first-order step to noise level zero: the data prediction at the last time.
     return (x - schedule.sigma(t) * model_fn(x, t)) / schedule.alpha(t)
+
+
+def sample_ancestral(model_fn: Callable, key, x_T, schedule, nfe: int = 100, t_start=None, t_end=None, *,
+                     check: bool = True):
+    r"""Ancestral sampling: the reverse SDE by its first-order exponential integrator.
+
+    SDE-DPM-Solver-1 (Lu et al. 2022b, eq. 4.3 in noise form; DDPM's ancestral step on a uniform
+    :math:`\lambda` grid):
+
+    .. math::
+        x_t = \frac{\alpha_t}{\alpha_s}x_s - 2\sigma_t(e^h - 1)\hat\epsilon(x_s, s)
+              + \sigma_t\sqrt{e^{2h} - 1}\,z, \qquad z \sim N(0, I),
+
+    then the data prediction at ``t_end`` (noise level zero). Unlike the ODE samplers the map from
+    ``x_T`` is random, and the law converges only at first order, but errors made early are forgotten.
+    Arguments as :func:`sample`, plus ``key`` for the fresh noise; ``nfe`` >= 1 evaluations.
+    """
+    x0 = sample(model_fn, x_T, schedule, "ddim", nfe, t_start, t_end, steps="logSNR", check=False, _key=key)
+    if check and concrete_value(x0) is not None and not bool(jnp.all(jnp.isfinite(x0))):
+        raise SolverError(f"ancestral sampling with nfe = {nfe} produced NaN or infinite samples")
+    return x0
 
 
 # -- the steppers: (model_fn, schedule, x, ts, evaluations) -> x at ts[-1] ---------------------------------
@@ -148,6 +169,18 @@ def _ddim(model_fn, schedule, x, ts, evaluations):
         return _dpm1(model_fn, schedule, x, s, t, model_fn(x, s)), None
 
     return jax.lax.scan(body, x, (ts[:-1], ts[1:]))[0]
+
+
+def _ancestral(model_fn, schedule, x, ts, key):
+    def body(x, inputs):
+        s, t, k = inputs
+        a_s, _, a_t, s_t, h = _coefficients(schedule, s, t)
+        z = jax.random.normal(k, x.shape, x.dtype)
+        return (a_t / a_s * x - 2 * s_t * jnp.expm1(h) * model_fn(x, s)
+                + s_t * jnp.sqrt(jnp.expm1(2 * h)) * z), None
+
+    keys = jax.random.split(key, ts.shape[0] - 1)
+    return jax.lax.scan(body, x, (ts[:-1], ts[1:], keys))[0]
 
 
 def _dpm1(model_fn, sch, x, s, t, eps_s):
