@@ -35,9 +35,9 @@ the data prediction :math:`\hat x_0` at ``t_end`` (the DDIM and DPM-Solver++ ste
 
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -119,7 +119,9 @@ def sample(model_fn: Callable, x_T, schedule, method: str = "dpm_solver++_2m", n
     return x0
 
 
-@functools.partial(jax.jit, static_argnames=("model_fn", "schedule", "method", "nfe", "steps"))
+# filter_jit: a model that is an equinox Module (arrays inside, e.g. a guidance scale) is traced,
+# so a new guidance or label reuses the compiled sampler; functions, schedules and ints are static.
+@eqx.filter_jit
 def _sample(model_fn, x, schedule, t_start, t_end, key, *, method, nfe, steps):
     t = t_start
     if nfe > 1:
