@@ -6,7 +6,7 @@ space of diffusion-based generative models" (EDM, 2022); Song et al., "Score-bas
 modeling through SDEs" (2021).
 """
 
-from . import gmm, params, reference, samplers, schedules
+from . import gmm, metrics, params, reference, samplers, schedules
 from .gmm import GaussianMixture, GMMModel, model_fn, random_mixture, ring
 from .params import PARAMETERISATIONS, as_noise_prediction, convert
 from .reference import ReferenceSolution
@@ -15,7 +15,7 @@ from .samplers import METHODS, sample, sample_ancestral
 from .schedules import EDM, VE, DDPMLinear, Schedule, VPCosine, VPLinear, timesteps
 
 __all__ = [
-    "gmm", "params", "reference", "samplers", "schedules",
+    "gmm", "metrics", "params", "reference", "samplers", "schedules",
     "GaussianMixture", "GMMModel", "model_fn", "ring", "random_mixture",
     "reference_solve", "ReferenceSolution",
     "VPLinear", "VPCosine", "VE", "EDM", "DDPMLinear", "Schedule", "timesteps",

@@ -58,19 +58,18 @@ METHODS = {
 }
 
 
-def _split(method: str, nfe: int) -> tuple[int, int]:
-    """(number of main-loop steps, number of grid points) for ``nfe`` evaluations.
+def _grid_points(method: str, nfe: int) -> int:
+    """Grid points of the main loop for ``nfe`` evaluations.
 
     One evaluation goes to the final step to noise level zero; singlestep methods of order k take
     ``(nfe - 1) // k`` steps of order k and one lower-order step for a remainder.
     """
-    per_step = METHODS[method]
-    steps = -(-(nfe - 1) // per_step)  # ceil: the remainder becomes a lower-order step
-    return steps, steps + 1
+    steps = -(-(nfe - 1) // METHODS[method])  # ceil: the remainder becomes a lower-order step
+    return steps + 1
 
 
 def sample(model_fn: Callable, x_T, schedule, method: str = "dpm_solver++_2m", nfe: int = 10,
-           t_start=None, t_end=None, *, steps: str = "logSNR", check: bool = True, _key=None):
+           t_start=None, t_end=None, *, steps: str = "logSNR", check: bool = True):
     r"""Sample by integrating the probability-flow ODE from ``x_T`` at ``t_start`` to noise level zero.
 
     Args:
@@ -97,6 +96,13 @@ def sample(model_fn: Callable, x_T, schedule, method: str = "dpm_solver++_2m", n
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if steps not in TIMESTEP_KINDS:
         raise ValueError(f"steps must be one of {', '.join(TIMESTEP_KINDS)}, got {steps!r}")
+    x_T, t_start, t_end = _checked(model_fn, x_T, schedule, nfe, t_start, t_end)
+    x0 = _sample(model_fn, x_T, schedule, t_start, t_end, None, method=method, nfe=nfe, steps=steps)
+    return _finite(x0, check, f"{method} with nfe = {nfe}")
+
+
+def _checked(model_fn, x_T, schedule, nfe, t_start, t_end):
+    """The shared argument checks (before anything compiles); returns x_T, t_start, t_end as arrays."""
     if isinstance(nfe, bool) or not isinstance(nfe, int):
         raise ValueError(f"nfe must be an int >= 1, got {nfe!r}")
     check_range("nfe", nfe, low=1)
@@ -111,11 +117,12 @@ def sample(model_fn: Callable, x_T, schedule, method: str = "dpm_solver++_2m", n
     out = jax.eval_shape(model_fn, x_T, jnp.zeros((), x_T.dtype))
     if out.shape != x_T.shape:
         raise ValueError(f"model_fn must return the shape of x {x_T.shape}, got {out.shape}")
-    x0 = _sample(model_fn, x_T, schedule, jnp.asarray(t_start, x_T.dtype), jnp.asarray(t_end, x_T.dtype),
-                 _key, method=method, nfe=nfe, steps=steps)
+    return x_T, jnp.asarray(t_start, x_T.dtype), jnp.asarray(t_end, x_T.dtype)
+
+
+def _finite(x0, check: bool, what: str):
     if check and concrete_value(x0) is not None and not bool(jnp.all(jnp.isfinite(x0))):
-        raise SolverError(f"{method} with nfe = {nfe} produced NaN or infinite samples; "
-                          "try more steps or a lower guidance scale")
+        raise SolverError(f"{what} produced NaN or infinite samples; try more steps or a lower guidance scale")
     return x0
 
 
@@ -125,8 +132,7 @@ def sample(model_fn: Callable, x_T, schedule, method: str = "dpm_solver++_2m", n
 def _sample(model_fn, x, schedule, t_start, t_end, key, *, method, nfe, steps):
     t = t_start
     if nfe > 1:
-        _, points = _split(method, nfe)
-        ts = timesteps(schedule, points - 1, steps, t_start, t_end)
+        ts = timesteps(schedule, _grid_points(method, nfe) - 1, steps, t_start, t_end)
         if key is None:
             x = _STEPPERS[method](model_fn, schedule, x, ts, nfe - 1)
         else:
@@ -151,10 +157,9 @@ def sample_ancestral(model_fn: Callable, key, x_T, schedule, nfe: int = 100, t_s
     ``x_T`` is random, and the law converges only at first order, but errors made early are forgotten.
     Arguments as :func:`sample`, plus ``key`` for the fresh noise; ``nfe`` >= 1 evaluations.
     """
-    x0 = sample(model_fn, x_T, schedule, "ddim", nfe, t_start, t_end, steps="logSNR", check=False, _key=key)
-    if check and concrete_value(x0) is not None and not bool(jnp.all(jnp.isfinite(x0))):
-        raise SolverError(f"ancestral sampling with nfe = {nfe} produced NaN or infinite samples")
-    return x0
+    x_T, t_start, t_end = _checked(model_fn, x_T, schedule, nfe, t_start, t_end)
+    x0 = _sample(model_fn, x_T, schedule, t_start, t_end, key, method="ddim", nfe=nfe, steps="logSNR")
+    return _finite(x0, check, f"ancestral sampling with nfe = {nfe}")
 
 
 # -- the steppers: (model_fn, schedule, x, ts, evaluations) -> x at ts[-1] ---------------------------------
