@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import SolverError, check_range, concrete_value
+from .samplers import checked_problem
 
 __all__ = ["ReferenceSolution", "reference"]
 
@@ -66,17 +67,10 @@ def reference(model_fn: Callable, x_T, schedule, *, rtol: float = 1e-7, atol: fl
     check_range("atol", atol, low=0.0, low_open=True)
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
-    t_start = schedule.t_max if t_start is None else t_start
-    t_end = schedule.t_min if t_end is None else t_end
-    check_range("t_start", t_start, low=schedule.t_min, high=schedule.t_max)
-    check_range("t_end", t_end, low=schedule.t_min, high=schedule.t_max)
-    ts, te = concrete_value(t_start), concrete_value(t_end)
-    if ts is not None and te is not None and not te < ts:
-        raise ValueError(f"t_end must be < t_start, got t_end = {float(te):g}, t_start = {float(ts):g}")
-    x_T = jnp.asarray(x_T)
+    x_T, t_start, t_end = checked_problem(model_fn, x_T, schedule, t_start, t_end)
     dtype = x_T.dtype
-    out = _reference(model_fn, x_T, schedule, jnp.asarray(t_start, dtype), jnp.asarray(t_end, dtype),
-                     jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), max_steps=max_steps)
+    out = _reference(model_fn, x_T, schedule, t_start, t_end, jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype),
+                     max_steps=max_steps)
     if check and concrete_value(out.success) is not None:
         if not bool(out.success):
             raise SolverError(f"the reference solve needed more than max_steps = {max_steps} steps; "

@@ -102,10 +102,16 @@ def sample(model_fn: Callable, x_T, schedule, method: str = "dpm_solver++_2m", n
 
 
 def _checked(model_fn, x_T, schedule, nfe, t_start, t_end):
-    """The shared argument checks (before anything compiles); returns x_T, t_start, t_end as arrays."""
+    """The argument checks of every sampler (before anything compiles)."""
     if isinstance(nfe, bool) or not isinstance(nfe, int):
         raise ValueError(f"nfe must be an int >= 1, got {nfe!r}")
     check_range("nfe", nfe, low=1)
+    return checked_problem(model_fn, x_T, schedule, t_start, t_end)
+
+
+def checked_problem(model_fn, x_T, schedule, t_start, t_end):
+    """Check the interval (defaults: the schedule's) and the model's output shape; returns
+    ``x_T``, ``t_start``, ``t_end`` as arrays. Shared with :mod:`.reference`."""
     t_start = schedule.t_max if t_start is None else t_start
     t_end = schedule.t_min if t_end is None else t_end
     check_range("t_start", t_start, low=schedule.t_min, high=schedule.t_max)
