@@ -45,6 +45,7 @@ __all__ = [
     "Schedule",
     "VPCosine",
     "VPLinear",
+    "time_at_fraction",
     "timesteps",
 ]
 
@@ -412,15 +413,20 @@ def timesteps(schedule, nfe, kind="logSNR", t_start=None, t_end=None, rho=7.0):
     t_start = _as_float(t_start)
     t_end = _as_float(t_end).astype(t_start.dtype)
     frac = jnp.arange(nfe + 1, dtype=t_start.dtype) / nfe
-    if kind == "time":
-        ts = t_start + frac * (t_end - t_start)
-    elif kind == "logSNR":
-        lam0, lam1 = schedule.lambda_(t_start), schedule.lambda_(t_end)
-        ts = schedule.t_of_lambda(lam0 + frac * (lam1 - lam0))
-    else:
-        inv = 1.0 / rho
-        s0 = jnp.exp(-inv * schedule.lambda_(t_start))  # sigma~_0^(1/rho)
-        s1 = jnp.exp(-inv * schedule.lambda_(t_end))
-        sig = (s0 + frac * (s1 - s0)) ** rho
-        ts = schedule.t_of_lambda(-jnp.log(sig))
+    ts = time_at_fraction(schedule, frac, kind, t_start, t_end, rho)
     return ts.at[0].set(t_start).at[-1].set(t_end)
+
+
+def time_at_fraction(schedule, frac, kind, t_start, t_end, rho=7.0):
+    r"""The time a fraction ``frac`` in :math:`[0, 1]` of the way from ``t_start`` to ``t_end`` in the
+    variable ``kind`` spreads evenly (see :func:`timesteps`; no checks). ``frac`` may be traced, so a
+    sampler can place step :math:`i` of :math:`n` without knowing :math:`n` at compile time."""
+    if kind == "time":
+        return t_start + frac * (t_end - t_start)
+    if kind == "logSNR":
+        lam0, lam1 = schedule.lambda_(t_start), schedule.lambda_(t_end)
+        return schedule.t_of_lambda(lam0 + frac * (lam1 - lam0))
+    inv = 1.0 / rho
+    s0 = jnp.exp(-inv * schedule.lambda_(t_start))  # sigma~_0^(1/rho)
+    s1 = jnp.exp(-inv * schedule.lambda_(t_end))
+    return schedule.t_of_lambda(-jnp.log((s0 + frac * (s1 - s0)) ** rho))
