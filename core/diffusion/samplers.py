@@ -57,7 +57,7 @@ import numpy as np
 from ..errors import SolverError, check_range, concrete_value
 from .schedules import TIMESTEP_KINDS, time_at_fraction
 
-__all__ = ["METHODS", "Grid", "register", "sample", "sample_ancestral"]
+__all__ = ["METHODS", "Grid", "fitted_type", "register", "sample", "sample_ancestral"]
 
 #: Method name -> model evaluations per step of the main loop (every name :func:`sample` accepts).
 METHODS: dict[str, int] = {}
@@ -75,6 +75,13 @@ def register(name: str, stepper: Callable, evaluations_per_step: int, fitted: ty
     _STEPPERS[name] = stepper
     if fitted is not None:
         _FITTED[name] = fitted
+
+
+def fitted_type(method: str) -> type | None:
+    """The type of preparation result ``method`` needs (``sample(..., fitted=...)``), or ``None``."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    return _FITTED.get(method)
 
 
 class Grid(NamedTuple):
