@@ -51,6 +51,7 @@ test-fast: install
 	$(BIN)/python -m pytest tests -m "not browser and not slow" $(PYTEST_ARGS)
 
 bench: install chromium
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,peers,bench]"
 	$(BIN)/python benchmarks/bench_tree.py
 	$(BIN)/python benchmarks/bench_sde.py
 	$(BIN)/python benchmarks/bench_fbm.py
@@ -61,9 +62,9 @@ bench: install chromium
 lock:
 	rm -rf /tmp/solverlab-lock && $(PYTHON) -m venv /tmp/solverlab-lock
 	/tmp/solverlab-lock/bin/python -m pip install --quiet --upgrade pip
-	/tmp/solverlab-lock/bin/python -m pip install --quiet -e ".[test,peers]"
+	/tmp/solverlab-lock/bin/python -m pip install --quiet -e ".[test,peers,bench]"
 	{ echo '# Versions CI tested (pip constraints). Regenerate with `make lock` after changing pyproject.toml.'; \
-	  /tmp/solverlab-lock/bin/python -m pip freeze --exclude-editable | grep -v '^solverlab'; } > constraints.txt
+	  /tmp/solverlab-lock/bin/python -m pip freeze --exclude-editable | grep -v -e '^solverlab' -e '^ruff=='; } > constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
