@@ -1,17 +1,19 @@
 r"""Diffusion models as differential equations (chapters 07-08): noise schedules, exact-score
 Gaussian-mixture models, and fast samplers of the probability-flow ODE.
 
-Lu et al., "DPM-Solver" (2022) and "DPM-Solver++" (2022); Karras et al., "Elucidating the design
+Lu et al., "DPM-Solver" (2022) and "DPM-Solver++" (2022); Zhao et al., "UniPC" (2023) and
+"DC-Solver" (2024); Karras et al., "Elucidating the design
 space of diffusion-based generative models" (EDM, 2022); Song et al., "Score-based generative
 modeling through SDEs" (2021).
 """
 
-from . import gmm, metrics, params, reference, samplers, schedules
+from . import dc, gmm, metrics, params, reference, samplers, schedules, unipc  # unipc, dc register methods
 from .gmm import GaussianMixture, GMMModel, model_fn, random_mixture, ring
 from .params import PARAMETERISATIONS, as_noise_prediction, convert
 from .reference import ReferenceSolution
 from .reference import reference as reference_solve
-from .samplers import METHODS, sample, sample_ancestral
+from .dc import CascadeRatios, DCRatios, fit_cascade, fit_dc_ratios
+from .samplers import METHODS, fitted_type, sample, sample_ancestral
 from .schedules import EDM, VE, DDPMLinear, Schedule, VPCosine, VPLinear, timesteps
 
 __all__ = [
@@ -20,5 +22,6 @@ __all__ = [
     "reference_solve", "ReferenceSolution",
     "VPLinear", "VPCosine", "VE", "EDM", "DDPMLinear", "Schedule", "timesteps",
     "PARAMETERISATIONS", "convert", "as_noise_prediction",
-    "METHODS", "sample", "sample_ancestral",
+    "METHODS", "fitted_type", "sample", "sample_ancestral",
+    "unipc", "dc", "DCRatios", "CascadeRatios", "fit_dc_ratios", "fit_cascade",
 ]
