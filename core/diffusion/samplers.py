@@ -34,9 +34,8 @@ the data prediction :math:`\hat x_0` at ``t_end`` (the DDIM and DPM-Solver++ ste
 
 **Compiled once for every NFE.** ``nfe`` may be a Python int (static: one compiled sampler per value,
 loops become ``lax.scan`` and can be differentiated) or a JAX integer array (traced: one compiled
-sampler serves every NFE, loops become ``lax.while_loop``: an error-versus-NFE curve is a Python loop
-over NFE with no recompilation. Do not ``jax.vmap`` over a traced ``nfe``: a batched while loop this
-large has been seen to hang XLA:CPU (jax 0.10). Step :math:`i` of :math:`n` is placed by
+sampler serves every NFE, loops become ``lax.while_loop``: an error-versus-NFE curve is a loop over
+NFE with no recompilation; under ``jax.vmap`` every lane runs as long as the longest). Step :math:`i` of :math:`n` is placed by
 :func:`~solverlab.diffusion.schedules.time_at_fraction`, so :math:`n` need not be known at compile time.
 
 **Adding a method.** :func:`register` takes a *stepper*
@@ -334,7 +333,7 @@ def _singlestep(order: int):
         def full_step(i, x):
             return branches[order - 1](x, grid.t(i), grid.t(i + 1))
 
-        # The remainder step sits outside the loop: a switch inside a batched while loop can hang XLA:CPU.
+        # Full steps in the loop; the remainder step (order <= k) once after it.
         x = jax.lax.fori_loop(0, grid.n - 1, full_step, x)
         last_step = jnp.maximum(grid.n - 1, 0)
         x_last = jax.lax.switch(jnp.clip(last - 1, 0, order - 1), branches, x, grid.t(last_step), grid.t(last_step + 1))

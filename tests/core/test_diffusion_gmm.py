@@ -260,7 +260,7 @@ def test_float32_agrees_with_float64():
 def test_gmm_is_a_pytree_with_traced_label():
     gmm = ring(K=4, n_classes=2)
     leaves = jax.tree_util.tree_leaves(gmm)
-    assert len(leaves) == 4
+    assert len(leaves) == 6  # weights, means, covs, labels, eigenvalues, eigenvectors
     out = jax.vmap(lambda c: gmm.eps(jnp.zeros(2) + 1.0, 0.5, 0.5, c))(jnp.arange(2))
     np.testing.assert_allclose(out[1], gmm.eps(jnp.ones(2), 0.5, 0.5, 1), rtol=1e-5)
     assert isinstance(model_fn(gmm, VPStandIn(), label=0, guidance=2.0), GMMModel)
