@@ -7,7 +7,7 @@ space of diffusion-based generative models" (EDM, 2022); Song et al., "Score-bas
 modeling through SDEs" (2021).
 """
 
-from . import dc, gmm, metrics, params, reference, samplers, schedules, unipc  # unipc, dc register methods
+from . import dc, digits, gmm, metrics, params, reference, samplers, schedules, unipc  # unipc, dc register methods
 from .gmm import GaussianMixture, GMMModel, model_fn, random_mixture, ring
 from .params import PARAMETERISATIONS, as_noise_prediction, convert
 from .reference import ReferenceSolution
@@ -23,5 +23,5 @@ __all__ = [
     "VPLinear", "VPCosine", "VE", "EDM", "DDPMLinear", "Schedule", "timesteps",
     "PARAMETERISATIONS", "convert", "as_noise_prediction",
     "METHODS", "fitted_type", "sample", "sample_ancestral",
-    "unipc", "dc", "DCRatios", "CascadeRatios", "fit_dc_ratios", "fit_cascade",
+    "digits", "unipc", "dc", "DCRatios", "CascadeRatios", "fit_dc_ratios", "fit_cascade",
 ]
