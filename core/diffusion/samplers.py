@@ -161,6 +161,9 @@ def sample(model_fn: Callable, x_T, schedule, method: str = "dpm_solver++_2m", n
     elif steps not in TIMESTEP_KINDS:
         raise ValueError(f"steps must be one of {', '.join(TIMESTEP_KINDS)} or an array of times, got {steps!r}")
     x_T, t_start, t_end = _checked(model_fn, x_T, schedule, nfe, t_start, t_end)
+    fitted_nfe = getattr(fitted, "nfe", None)
+    if fitted_nfe is not None and concrete_value(nfe) is not None and int(fitted_nfe) != int(concrete_value(nfe)):
+        raise ValueError(f"fitted is for nfe = {int(fitted_nfe)}, got nfe = {int(concrete_value(nfe))}")
     if times is not None:
         times = _checked_times(times, method, nfe, x_T.dtype)
         t_start, t_end = times[0], times[-1]

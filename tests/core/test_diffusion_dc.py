@@ -103,7 +103,7 @@ def test_cascade_carries_fitted_ratios_to_an_unseen_guidance():
 
 def test_bad_input():
     m, x = model(1.0), jnp.zeros((3, 2))
-    with pytest.raises(ValueError, match=r"nfe must equal the nfe the DC ratios were fitted for \(5\), got 6"):
+    with pytest.raises(ValueError, match="fitted is for nfe = 5, got nfe = 6"):
         sample(m, x, SCHEDULE, "dc_solver", 6, fitted=dc.DCRatios.ones(5))
     with pytest.raises(ValueError, match="dc_solver needs a static nfe"):
         sample(m, x, SCHEDULE, "dc_solver", jnp.asarray(5), fitted=dc.DCRatios.ones(5))
