@@ -55,6 +55,7 @@ bench: install chromium
 	$(BIN)/python benchmarks/bench_tree.py
 	$(BIN)/python benchmarks/bench_sde.py
 	$(BIN)/python benchmarks/bench_fbm.py
+	$(BIN)/python benchmarks/bench_diffusion.py
 	$(BIN)/python benchmarks/latency.py --write-results
 	$(BIN)/python benchmarks/notebook_times.py
 

@@ -108,9 +108,10 @@ class Ours:
 
 
 def our_configs():
+    """Every method that needs no fitting on logSNR steps, and the multistep ones on every placement."""
     default = [Ours(m) for m in samplers.METHODS if samplers.fitted_type(m) is None]
-    default += [Ours("dpm_solver++_2m", "karras"), Ours("unipc_bh2", "karras")] if "unipc_bh2" in samplers.METHODS \
-        else [Ours("dpm_solver++_2m", "karras")]
+    default += [Ours(m, steps) for m in ("dpm_solver++_2m", "dpm_solver++_3m", "unipc_bh2")
+                for steps in ("time", "karras")]
     return default, fitted_configs()
 
 

@@ -124,8 +124,8 @@ def _phis(h):
     small = jnp.abs(h) < 0.5
     hs = jnp.where(small, 1.0, h)  # a safe h for the closed forms (keeps their gradients finite)
     phi1 = jnp.expm1(-h)
-    series2 = sum((-1) ** k * h ** (k - 1) / math.factorial(k) for k in range(2, 15))
-    series3 = sum((-1) ** k * h ** (k - 2) / math.factorial(k) for k in range(3, 15))
+    series2 = sum((-1) ** k * h ** (k - 1) / float(math.factorial(k)) for k in range(2, 15))
+    series3 = sum((-1) ** k * h ** (k - 2) / float(math.factorial(k)) for k in range(3, 15))
     closed2 = jnp.expm1(-hs) / hs + 1.0
     return phi1, jnp.where(small, series2, closed2), jnp.where(small, series3, closed2 / hs - 0.5)
 
