@@ -20,7 +20,12 @@ semi-linear: its linear part is solved exactly by the **exponential integrators*
   and (3M) with the quadratic through the last three data predictions,
   :math:`x_t = \frac{\sigma_t}{\sigma_s}x_s - \alpha_t\big(\varphi_1 \hat x_{0,s} - \varphi_2 D_1 + \varphi_3 D_2\big)`,
   :math:`\varphi_1 = e^{-h} - 1`, :math:`\varphi_2 = \varphi_1/h + 1`, :math:`\varphi_3 = \varphi_2/h - \tfrac12`,
-  with :math:`D_1, D_2` the first and second divided differences in :math:`\lambda` scaled by :math:`h`, :math:`h^2`;
+  with :math:`D_1, D_2` the first and second divided differences in :math:`\lambda` scaled by :math:`h`, :math:`h^2`
+  (the authors' and diffusers' update, kept so results compare with theirs). Note: Taylor expansion of
+  :math:`\int e^{\lambda}\hat x_0\,d\lambda` asks for :math:`2\varphi_3 D_2` (uniform steps give
+  :math:`D_2 \approx h^2\hat x_0''/2`), so the published update leaves an :math:`O(h^3)` local error and is
+  second order asymptotically; it looks third order at moderate NFE because that term is small
+  (chapter 08 measures both);
 
 and, for comparison, explicit **Euler** on the ODE in :math:`t` (what the exponential integrators
 improve on) and **Heun** in the EDM variables :math:`\tilde x = x/\alpha`,
