@@ -8,10 +8,10 @@ causes ("data") and to the animation frame after it ("painted"). After a few war
 p50/p95 over ``--moves`` moves and the ratio to the floor's p50. Targets: p50 within 1.2x the
 floor, p95 under 300 ms on 2 cores.
 
-    python benchmarks/latency.py [--moves 50] [--warmup 5] [--write-results]
+    python benchmarks/latency.py [--moves 50] [--warmup 5] [--only APP ...] [--write-results]
 
-Prints a Markdown section and writes it to ``benchmarks/_out/latency.md``; ``--write-results``
-also replaces the "latency" section of RESULTS.md.
+Prints a Markdown section and writes it to ``benchmarks/_out/latency.md`` (with ``--only``,
+``latency_<apps>.md``); ``--write-results`` also replaces the "latency" section of RESULTS.md.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import _browser as browser
 HERE = Path(__file__).resolve().parent
 FLOOR_APP = HERE / "_floor_app.py"
 APPS = HERE.parent / "widgets" / "apps"
-DASHBOARD_APPS = [APPS / "brownian_tree.py", APPS / "step_size.py", APPS / "hurst.py"]
+DASHBOARD_APPS = [APPS / "brownian_tree.py", APPS / "step_size.py", APPS / "hurst.py", APPS / "guidance.py"]
 OUT = HERE / "_out" / "latency.md"
 
 
@@ -53,14 +53,21 @@ SLIDERS = [
     ("Hurst: K", "hurst", "OU terms K", "", ("ArrowRight", "ArrowLeft"), None),
     ("Hurst: gamma_max", "hurst", "gamma_max", "", ("ArrowRight", "ArrowLeft"), None),
     ("Hurst: seed", "hurst", "seed", "", ("ArrowRight",), None),
+    ("guidance: w", "guidance", "guidance scale w", "", ("ArrowRight", "ArrowLeft"), None),
+    ("guidance: NFE", "guidance", "NFE", "", ("ArrowRight", "ArrowLeft"), None),
+    ("guidance: class", "guidance", "class c", "", ("ArrowRight", "ArrowLeft"), None),
+    ("guidance: seed", "guidance", "seed", "", ("ArrowRight",), None),
 ]
 
 
-def measure(moves: int, warmup: int) -> dict[str, np.ndarray]:
-    """Latencies in ms, shape (moves, 2) for (data, painted), per slider row."""
-    with browser.panel_server(FLOOR_APP, *DASHBOARD_APPS) as server, browser.chromium() as chromium:
+def measure(moves: int, warmup: int, only: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Latencies in ms, shape (moves, 2) for (data, painted), per slider row (``only``: the rows of
+    these apps, and the floor)."""
+    apps = [app for app in DASHBOARD_APPS if only is None or app.stem in only]
+    sliders = [row for row in SLIDERS if row[1] == "_floor_app" or only is None or row[1] in only]
+    with browser.panel_server(FLOOR_APP, *apps) as server, browser.chromium() as chromium:
         rows = []
-        for label, app, title, which, keys, set_up in SLIDERS:
+        for label, app, title, which, keys, set_up in sliders:
             page = browser.open_app(chromium, server.url(app))
             if set_up is not None:
                 set_up(page)
@@ -77,12 +84,12 @@ def measure(moves: int, warmup: int) -> dict[str, np.ndarray]:
         return {label: np.asarray(values) for label, values in samples.items()}
 
 
-def server_time_per_move(repeats: int = 50) -> dict[str, float]:
+def server_time_per_move(repeats: int = 50, only: list[str] | None = None) -> dict[str, float]:
     """Median ms of one dashboard update in this process (compute plus pushing the new columns),
-    per dashboard and slider."""
+    per dashboard and slider (``only``: these apps)."""
     import solverlab
-    from solverlab.widgets import BrownianTreeDashboard, HurstDashboard, StepSizeDashboard
-    from solverlab.widgets import step_size
+    from solverlab.widgets import BrownianTreeDashboard, GuidanceDashboard, HurstDashboard, StepSizeDashboard
+    from solverlab.widgets import guidance, step_size
 
     solverlab.setup()
 
@@ -97,21 +104,35 @@ def server_time_per_move(repeats: int = 50) -> dict[str, float]:
         return 1e3 * statistics.median(times)
 
     seeds = [{"seed": s} for s in range(1, repeats + 1)]
-    return {
-        "Brownian tree, seed": median_ms(BrownianTreeDashboard(), seeds),
-        "step size, log2 dt": median_ms(
-            StepSizeDashboard(), [{"log2_dt": -5.0 - 0.25 * (i % 2)} for i in range(repeats)]),
-        "step size, log10 tol (adaptive)": median_ms(
-            StepSizeDashboard(adaptive=True), [{"log10_tol": -2.0 - 0.1 * (i % 2)} for i in range(repeats)]),
-        "step size, seed": median_ms(StepSizeDashboard(), seeds),
-        # sigma changes the SDE: the error sweep reruns (its cache cleared, as for a new value).
-        "step size, sigma (new error sweep)": median_ms(
-            StepSizeDashboard(), [{"sigma": 0.6 - 0.1 * (i % 2)} for i in range(repeats)],
-            before_each=step_size.sweep.cache_clear),
-        "Hurst, H": median_ms(HurstDashboard(), [{"hurst": 0.3 + 0.01 * (i % 2)} for i in range(repeats)]),
-        "Hurst, K": median_ms(HurstDashboard(), [{"K": 5 + (i % 2)} for i in range(repeats)]),
-        "Hurst, seed": median_ms(HurstDashboard(), seeds),
+    rows = {
+        "brownian_tree": lambda: {"Brownian tree, seed": median_ms(BrownianTreeDashboard(), seeds)},
+        "step_size": lambda: {
+            "step size, log2 dt": median_ms(
+                StepSizeDashboard(), [{"log2_dt": -5.0 - 0.25 * (i % 2)} for i in range(repeats)]),
+            "step size, log10 tol (adaptive)": median_ms(
+                StepSizeDashboard(adaptive=True), [{"log10_tol": -2.0 - 0.1 * (i % 2)} for i in range(repeats)]),
+            "step size, seed": median_ms(StepSizeDashboard(), seeds),
+            # sigma changes the SDE: the error sweep reruns (its cache cleared, as for a new value).
+            "step size, sigma (new error sweep)": median_ms(
+                StepSizeDashboard(), [{"sigma": 0.6 - 0.1 * (i % 2)} for i in range(repeats)],
+                before_each=step_size.sweep.cache_clear),
+        },
+        "hurst": lambda: {
+            "Hurst, H": median_ms(HurstDashboard(), [{"hurst": 0.3 + 0.01 * (i % 2)} for i in range(repeats)]),
+            "Hurst, K": median_ms(HurstDashboard(), [{"K": 5 + (i % 2)} for i in range(repeats)]),
+            "Hurst, seed": median_ms(HurstDashboard(), seeds),
+        },
+        "guidance": lambda: {
+            "guidance, w (cached)": median_ms(GuidanceDashboard(), [{"w": 3.0 + 0.25 * (i % 2)} for i in range(repeats)]),
+            # A w never seen: the references, density, contours and every method's error curve rerun.
+            "guidance, w (new value)": median_ms(
+                GuidanceDashboard(), [{"w": 3.0 + 0.25 * (i % 2)} for i in range(min(repeats, 10))],
+                before_each=guidance.clear_caches),
+            "guidance, NFE": median_ms(GuidanceDashboard(), [{"nfe": 10 + (i % 2)} for i in range(repeats)]),
+            "guidance, seed (new reference)": median_ms(GuidanceDashboard(), seeds),
+        },
     }
+    return {label: ms for app, row in rows.items() if only is None or app in only for label, ms in row().items()}
 
 
 def report(latency: dict[str, np.ndarray], server_ms: dict[str, float], moves: int) -> str:
@@ -151,18 +172,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--moves", type=int, default=50, help="measured moves per slider (default 50)")
     parser.add_argument("--warmup", type=int, default=5, help="unmeasured moves first (default 5)")
+    parser.add_argument("--only", nargs="+", choices=[app.stem for app in DASHBOARD_APPS],
+                        help="measure only these dashboards (and the floor); implies no --write-results")
     parser.add_argument("--write-results", action="store_true", help="also rewrite the section in RESULTS.md")
     args = parser.parse_args()
     reason = browser.chromium_missing()
     if reason:
         print(f"latency benchmark skipped: {reason}", file=sys.stderr)
         return 1
-    latency = measure(args.moves, args.warmup)
-    text = report(latency, server_time_per_move(), args.moves)
+    latency = measure(args.moves, args.warmup, args.only)
+    text = report(latency, server_time_per_move(only=args.only), args.moves)
     print(text)
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(text)
-    if args.write_results:
+    out = OUT if not args.only else OUT.with_name(f"latency_{'_'.join(args.only)}.md")
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(text)
+    if args.write_results and not args.only:
         from _harness import write_section
 
         write_section("latency", text)

@@ -6,7 +6,9 @@ Writes ``<out>/brownian_tree.png``: the Brownian tree dashboard with the toleran
 so the leaves inside the zoom window are shaded; and ``<out>/step_size.png``: the step-size dashboard
 on the high-volatility CIR process (sigma = 2.2), where stochastic Heun's path is trapped below zero
 and every solver's order drops; ``<out>/hurst.png``: the Hurst-index dashboard at the rough H = 0.2,
-where the Markov approximation's variance turns Brownian below the time scale 1/gamma_max.
+where the Markov approximation's variance turns Brownian below the time scale 1/gamma_max;
+``<out>/guidance.png``: the guidance-scale dashboard at w = 5 towards class 2, with the methods'
+low-NFE runs flagged unstable.
 """
 
 from __future__ import annotations
@@ -68,8 +70,25 @@ def hurst(chromium, server, out: Path) -> Path:
     return path
 
 
+def guidance(chromium, server, out: Path) -> Path:
+    page = browser.open_app(chromium, server.url("guidance"), width=1180, height=1200)
+    handle = browser.slider_handle(page, "guidance scale w")
+    for _ in range(8):  # 3.00 -> 5.00: guided well beyond the class; the low-NFE runs of several methods break
+        browser.press(handle, "ArrowRight")
+    page.get_by_text("w = 5, class 0", exact=False).wait_for()
+    handle = browser.slider_handle(page, "class c")
+    for _ in range(2):  # class 2: the samples gather on the component at the top
+        browser.press(handle, "ArrowRight")
+    page.get_by_text("w = 5, class 2", exact=False).wait_for()
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    path = out / "guidance.png"
+    page.screenshot(path=str(path), full_page=True)
+    page.close()
+    return path
+
+
 #: Screenshot name -> function(chromium, server, out) -> path of the PNG written.
-SHOTS = {"brownian_tree": brownian_tree, "step_size": step_size, "hurst": hurst}
+SHOTS = {"brownian_tree": brownian_tree, "step_size": step_size, "hurst": hurst, "guidance": guidance}
 
 
 def main() -> int:
@@ -83,7 +102,7 @@ def main() -> int:
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
     apps = ROOT / "widgets" / "apps"
-    with browser.panel_server(*(apps / f"{name}.py" for name in SHOTS)) as server, \
+    with browser.panel_server(*(apps / f"{name}.py" for name in args.only or SHOTS)) as server, \
             browser.chromium() as chromium:
         for name in args.only or SHOTS:
             print(SHOTS[name](chromium, server, args.out))

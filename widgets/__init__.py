@@ -15,14 +15,16 @@ Adding a dashboard (see :mod:`._base` for the pattern, :mod:`.brownian_tree` for
 
 from ._base import Dashboard
 from .brownian_tree import BrownianTreeDashboard
+from .guidance import GuidanceDashboard
 from .hurst import HurstDashboard
 from .step_size import StepSizeDashboard
 
-__all__ = ["Dashboard", "BrownianTreeDashboard", "StepSizeDashboard", "HurstDashboard", "DASHBOARDS"]
+__all__ = ["Dashboard", "BrownianTreeDashboard", "StepSizeDashboard", "HurstDashboard", "GuidanceDashboard", "DASHBOARDS"]
 
 #: URL name -> callable returning a servable dashboard (a Panel ``Viewer``).
 DASHBOARDS = {
     "brownian_tree": BrownianTreeDashboard,
     "step_size": StepSizeDashboard,
     "hurst": HurstDashboard,
+    "guidance": GuidanceDashboard,
 }

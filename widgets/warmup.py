@@ -25,6 +25,13 @@ def main() -> int:
         dashboard = factory()
         print(f"{name}: {dashboard.compile_count()} kernel variants ready in "
               f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
+    # The guidance dashboard compiles one step schedule at start-up; fill the cache with the others.
+    from solverlab.widgets import guidance
+
+    start = time.perf_counter()
+    methods = guidance.guidance_methods()
+    guidance.warm_up_kernels(methods, guidance.TIMESTEP_KINDS, methods)
+    print(f"guidance: every method and step schedule ready in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     print(f"compilation cache: {settings['cache_dir']}", file=sys.stderr)
     return 0
 

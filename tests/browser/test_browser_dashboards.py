@@ -19,6 +19,7 @@ pytestmark = [
 APP = ROOT / "widgets" / "apps" / "brownian_tree.py"
 STEP_SIZE_APP = ROOT / "widgets" / "apps" / "step_size.py"
 HURST_APP = ROOT / "widgets" / "apps" / "hurst.py"
+GUIDANCE_APP = ROOT / "widgets" / "apps" / "guidance.py"
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def chromium_browser():
 
 @pytest.fixture(scope="module")
 def server():
-    with browser.panel_server(APP, STEP_SIZE_APP, HURST_APP) as running:
+    with browser.panel_server(APP, STEP_SIZE_APP, HURST_APP, GUIDANCE_APP) as running:
         yield running
 
 
@@ -160,6 +161,61 @@ def test_hurst_extremes_draw_finite_plots_without_a_message(hurst_tab, key, hurs
     for name, column in (("ma_paths", "p0"), ("variance", "ma"), ("errors", "error")):
         assert all(math.isfinite(x) for x in browser.source_data(hurst_tab, name)[column]), name
     assert not hurst_tab.locator(".alert").is_visible()
+
+
+@pytest.fixture
+def guidance_tab(chromium_browser, server):
+    """A fresh browser session on the guidance-scale dashboard, ready for input."""
+    page = browser.open_app(chromium_browser, server.url("guidance"), height=1200)
+    yield page
+    page.close()
+
+
+def test_guidance_page_loads_with_plots(guidance_tab):
+    from solverlab.widgets import guidance
+
+    canvases = 3 if guidance.digits_available() else 2
+    assert guidance_tab.locator(".bk-Canvas").count() == canvases
+    for name in ("samples", "reference"):
+        points = browser.source_data(guidance_tab, name)
+        assert len(points["x"]) == 256 and all(math.isfinite(x) for x in points["x"]), name
+    labels = browser.source_data(guidance_tab, "curves")["label"]
+    assert [label.split(":")[0] for label in labels] == list(guidance.guidance_methods())
+    assert guidance_tab.get_by_text("Terminal error against the reference", exact=False).is_visible()
+
+
+@pytest.mark.parametrize("title", ["guidance scale w", "class c"])
+def test_guidance_slider_moves_update_samples_and_reference(guidance_tab, title):
+    before = browser.data_signature(guidance_tab)
+    samples = browser.source_data(guidance_tab, "samples")["x"]
+    reference = browser.source_data(guidance_tab, "reference")["x"]
+    browser.press(browser.slider_handle(guidance_tab, title), "ArrowRight")
+    browser.wait_for_data_change(guidance_tab, before)
+    assert browser.source_data(guidance_tab, "samples")["x"] != samples
+    assert browser.source_data(guidance_tab, "reference")["x"] != reference
+
+
+def test_guidance_nfe_move_keeps_the_reference(guidance_tab):
+    before = browser.data_signature(guidance_tab)
+    samples = browser.source_data(guidance_tab, "samples")["x"]
+    reference = browser.source_data(guidance_tab, "reference")["x"]
+    browser.press(browser.slider_handle(guidance_tab, "NFE"), "ArrowRight")
+    browser.wait_for_data_change(guidance_tab, before)
+    assert browser.source_data(guidance_tab, "samples")["x"] != samples
+    assert browser.source_data(guidance_tab, "reference")["x"] == reference  # same noise, same w
+    assert browser.source_data(guidance_tab, "current")["nfe"] == [11]
+
+
+def test_guidance_large_w_few_steps_is_flagged_unstable(guidance_tab):
+    select(guidance_tab, "method", "dpm_solver_3")
+    guidance_tab.get_by_text("dpm_solver_3, NFE = 10", exact=False).wait_for()
+    browser.press(browser.slider_handle(guidance_tab, "guidance scale w"), "End")  # w = 15
+    browser.press(browser.slider_handle(guidance_tab, "NFE"), "Home")  # NFE = 3
+    guidance_tab.get_by_text("NFE = 3,", exact=False).wait_for()
+    assert guidance_tab.get_by_text("this run is unstable", exact=False).is_visible()
+    assert guidance_tab.get_by_text("Unstable at w = 15", exact=False).is_visible()
+    assert 3 in browser.source_data(guidance_tab, "unstable_points")["nfe"]
+    assert not guidance_tab.locator(".alert").is_visible()  # finite samples: flagged, not an error
 
 
 def test_solverlab_serve_index_links_to_the_dashboard(chromium_browser):
