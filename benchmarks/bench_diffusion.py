@@ -27,6 +27,7 @@ import argparse
 import time
 from dataclasses import dataclass
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -100,7 +101,7 @@ def run_diffusers(make, model, x_T, nfe):
 class Ours:
     method: str
     steps: str = "logSNR"
-    fit: object = None  # (model, x_fit, nfe) -> fitted result, for the fitted methods
+    fit: object = None  # (model, x_fit, nfe, gmm, w) -> fitted result, for the fitted methods
 
     @property
     def label(self):
@@ -115,27 +116,30 @@ def our_configs():
     return default, fitted_configs()
 
 
+def to_float(tree, dtype):
+    return jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, tree)
+
+
+def fit_v3(model, x_fit, nfe, gmm, w):
+    """v3 statistics fitted in float64 (as its docstring advises) on exact class draws, used in float32."""
+    from solverlab.diffusion import v3
+
+    with jax.enable_x64(True):
+        gmm64 = to_float(gmm, jnp.float64)
+        stats = v3.fit_v3_statistics(dm.model_fn(gmm64, SCHEDULE, 0, w), SCHEDULE,
+                                     gmm64.sample(jax.random.key(7), 512, label=0), jax.random.key(8))
+    return to_float(stats, jnp.float32)
+
+
 def fitted_configs():
     """Methods whose preparation step is fitted on other noise than the test noise."""
-    out = []
-    try:
-        from solverlab.diffusion import v3
-        out.append(Ours("dpm_solver_v3", fit=lambda model, x_fit, nfe, gmm: v3.fit_v3_statistics(
-            model, SCHEDULE, gmm.sample(jax.random.key(7), 1024)[0], jax.random.key(8))))
-    except ImportError:
-        pass
-    try:
-        from solverlab.diffusion import dc
-        out.append(Ours("dc_solver", fit=lambda model, x_fit, nfe, gmm: dc.fit_dc_ratios(model, SCHEDULE, x_fit, nfe)))
-    except ImportError:
-        pass
-    try:
-        from solverlab.diffusion import search
-        out.append(Ours("searched", fit=lambda model, x_fit, nfe, gmm: search.search_schedule(
-            model, SCHEDULE, x_fit, nfe)))
-    except ImportError:
-        pass
-    return out
+    from solverlab.diffusion import dc, search
+
+    return [
+        Ours("dpm_solver_v3", fit=fit_v3),
+        Ours("dc_solver", fit=lambda model, x_fit, nfe, gmm, w: dc.fit_dc_ratios(model, SCHEDULE, x_fit, nfe)),
+        Ours("searched", fit=lambda model, x_fit, nfe, gmm, w: search.search_schedule(model, SCHEDULE, x_fit, nfe)),
+    ]
 
 
 def run_ours(cfg: Ours, model, x_T, nfe, fitted=None):
@@ -184,7 +188,7 @@ def compare(n_samples, nfes, guidances, only=None):
                 for cfg in fitted:
                     t0 = time.perf_counter()
                     try:
-                        prepared = cfg.fit(model, x_fit, nfe, gmm)
+                        prepared = cfg.fit(model, x_fit, nfe, gmm, w)
                     except Exception as exc:  # a failed fit is reported, not hidden
                         print(f"  fit {cfg.label} nfe={nfe} failed: {exc}", flush=True)
                         continue
