@@ -143,7 +143,8 @@ def fitted_configs():
 
 
 def run_ours(cfg: Ours, model, x_T, nfe, fitted=None):
-    return np.asarray(dm.sample(model, jnp.asarray(x_T), SCHEDULE, cfg.method, nfe, steps=cfg.steps,
+    steps = None if cfg.steps == "logSNR" else cfg.steps  # None: a searched schedule's own times
+    return np.asarray(dm.sample(model, jnp.asarray(x_T), SCHEDULE, cfg.method, nfe, steps=steps,
                                 fitted=fitted, check=False))
 
 

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..errors import check_range, concrete_value
+from ..errors import SolverError, check_range, concrete_value
 from .reference import reference
 from .samplers import register, sample
 from .unipc import unipc_stepper
@@ -138,6 +138,8 @@ def fit_dc_ratios(model_fn: Callable, schedule, x_fit, nfe: int, *, t_start=None
         times, steps = jnp.asarray(steps, x_fit.dtype), "logSNR"
     ratios, best = _fit(model_fn, schedule, x_fit, target, t_start, t_end, times, jnp.asarray(regularization, x_fit.dtype),
                         nfe=nfe, steps=steps, iterations=iterations, learning_rate=float(learning_rate))
+    if not bool(jnp.isfinite(best)):
+        raise SolverError("fitting the DC ratios gave a non-finite loss: the model or its samples are not finite")
     return DCRatios(ratios, nfe, best)
 
 

@@ -269,6 +269,8 @@ class DigitsModel(eqx.Module):
 
     def __call__(self, x, t):
         x = jnp.asarray(x)
+        if x.ndim == 0 or x.shape[-1] != DIM:
+            raise ValueError(f"x must have shape (n, {DIM}) or ({DIM},), got shape {x.shape}")
         X = x.reshape(-1, DIM)
         n = X.shape[0]
         ts = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (n,))

@@ -9,7 +9,7 @@ component) pushed through the forward process :math:`x_t = \alpha x_0 + \sigma\v
     p_t(x) = \sum_k \pi_k\, \mathcal N\big(x;\ \alpha\mu_k,\ C_k\big), \qquad
     C_k = \alpha^2 \Sigma_k + \sigma^2 I .
 
-With :math:`r_k = x - \alpha\mu_k`, the Cholesky factor :math:`C_k = L_k L_k^\top` and the
+With :math:`r_k = x - \alpha\mu_k`, the eigendecomposition :math:`C_k = Q_k\,\mathrm{diag}(\alpha^2 v_k + \sigma^2)\,Q_k^\top` and the
 responsibilities :math:`\gamma_k(x) = \pi_k \mathcal N(x; \alpha\mu_k, C_k) / p_t(x)` (computed by
 log-sum-exp, so no component underflows the others away),
 
@@ -227,7 +227,7 @@ class GaussianMixture(eqx.Module):
     def guided_eps(self, x, alpha, sigma, label, w) -> jax.Array:
         r"""Classifier-free guidance :math:`\hat\varepsilon + w(\hat\varepsilon(\cdot\mid c) -
         \hat\varepsilon)` with guidance scale ``w >= 0`` (label and ``w`` may be traced); the
-        Cholesky factors are shared by both terms."""
+        eigendecompositions are shared by both terms."""
         check_range("guidance", w, low=0.0)
         if label is None:
             raise ValueError("label must be a class label for guided_eps, got None")

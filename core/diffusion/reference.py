@@ -72,11 +72,11 @@ def reference(model_fn: Callable, x_T, schedule, *, rtol: float = 1e-7, atol: fl
     out = _reference(model_fn, x_T, schedule, t_start, t_end, jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype),
                      max_steps=max_steps)
     if check and concrete_value(out.success) is not None:
+        if not bool(jnp.all(jnp.isfinite(out.x0))):
+            raise SolverError("the reference solve produced NaN or infinite samples (is model_fn finite?)")
         if not bool(out.success):
             raise SolverError(f"the reference solve needed more than max_steps = {max_steps} steps; "
                               "raise max_steps or loosen rtol/atol")
-        if not bool(jnp.all(jnp.isfinite(out.x0))):
-            raise SolverError("the reference solve produced NaN or infinite samples")
     return out
 
 
@@ -113,8 +113,10 @@ def _reference(model_fn, x, schedule, t_start, t_end, rtol, atol, *, max_steps):
         # PI control (beta1 = 0.7/5, beta2 = 0.4/5), safety 0.9, factor in [0.2, 5].
         factor = jnp.clip(0.9 * err ** (-0.7 / 5) * prev_err ** (0.4 / 5), 0.2, 5.0)
         factor = jnp.where(ok, factor, jnp.minimum(factor, 1.0))
-        return (jnp.where(ok, u + h, u), jnp.where(ok, new, xs), jnp.where(ok, k_new, k0), h * factor,
-                steps + 1, accepted + ok, jnp.where(ok, err, prev_err))
+        # A non-finite error estimate (NaN in the model) ends the solve with NaN, not at max_steps.
+        bad = ~jnp.isfinite(err)
+        return (jnp.where(bad, u1, jnp.where(ok, u + h, u)), jnp.where(bad, jnp.nan, jnp.where(ok, new, xs)),
+                jnp.where(ok, k_new, k0), h * factor, steps + 1, accepted + ok, jnp.where(ok, err, prev_err))
 
     k0 = field(u0, xs)
     h0 = span / 64

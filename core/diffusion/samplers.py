@@ -127,7 +127,7 @@ def main_loop_steps(method: str, nfe):
 
 
 def sample(model_fn: Callable, x_T, schedule, method: str = "dpm_solver++_2m", nfe=10,
-           t_start=None, t_end=None, *, steps="logSNR", fitted=None, check: bool = True):
+           t_start=None, t_end=None, *, steps=None, fitted=None, check: bool = True):
     r"""Sample by integrating the probability-flow ODE from ``x_T`` at ``t_start`` to noise level zero.
 
     Args:
@@ -142,7 +142,8 @@ def sample(model_fn: Callable, x_T, schedule, method: str = "dpm_solver++_2m", n
             compiles per value; a JAX integer scalar is traced (one compile for every NFE).
         t_start, t_end: integrate from ``t_start`` (default ``schedule.t_max``) down to ``t_end``
             (default ``schedule.t_min``), then step to noise level zero.
-        steps: where the steps go: a kind of :func:`~solverlab.diffusion.schedules.timesteps`,
+        steps: where the steps go (default: a fitted result's times if it has them, else ``"logSNR"``):
+            a kind of :func:`~solverlab.diffusion.schedules.timesteps`,
             ``"logSNR"`` (uniform in :math:`\lambda`, the DPM-Solver default: the exponential
             integrators' local error is a power of :math:`h` in :math:`\lambda`), ``"time"`` or
             ``"karras"`` (EDM, :math:`\rho = 7`); or an explicit decreasing array of times from
@@ -160,17 +161,25 @@ def sample(model_fn: Callable, x_T, schedule, method: str = "dpm_solver++_2m", n
     if needs is not None and not isinstance(fitted, needs):
         raise ValueError(f"method {method!r} needs fitted = a {needs.__name__} from its preparation step, "
                          f"got {type(fitted).__name__}")
-    times = getattr(fitted, "times", None) if isinstance(steps, str) and steps == "logSNR" else None
-    if not isinstance(steps, str):
+    fitted_times = getattr(fitted, "times", None)
+    if steps is None:
+        times, steps = fitted_times, "logSNR"
+    elif fitted_times is not None:
+        raise ValueError(f"fitted carries its own step times: leave steps unset (got steps = {steps!r})")
+    elif isinstance(steps, str):
+        if steps not in TIMESTEP_KINDS:
+            raise ValueError(f"steps must be one of {', '.join(TIMESTEP_KINDS)} or an array of times, got {steps!r}")
+        times = None
+    else:
         times, steps = steps, "logSNR"
-    elif steps not in TIMESTEP_KINDS:
-        raise ValueError(f"steps must be one of {', '.join(TIMESTEP_KINDS)} or an array of times, got {steps!r}")
+    if times is not None and (t_start is not None or t_end is not None):
+        raise ValueError("t_start and t_end come from the step times (steps as an array, or fitted): leave them unset")
     x_T, t_start, t_end = _checked(model_fn, x_T, schedule, nfe, t_start, t_end)
     fitted_nfe = getattr(fitted, "nfe", None)
     if fitted_nfe is not None and concrete_value(nfe) is not None and int(fitted_nfe) != int(concrete_value(nfe)):
         raise ValueError(f"fitted is for nfe = {int(fitted_nfe)}, got nfe = {int(concrete_value(nfe))}")
     if times is not None:
-        times = _checked_times(times, method, nfe, x_T.dtype)
+        times = _checked_times(times, method, nfe, x_T.dtype, schedule)
         t_start, t_end = times[0], times[-1]
     x0 = _sample(model_fn, x_T, schedule, t_start, t_end, None, fitted, times, nfe, method=method, steps=steps)
     return _finite(x0, check, f"{method} with nfe = {_describe(nfe)}")
@@ -190,8 +199,9 @@ def _checked(model_fn, x_T, schedule, nfe, t_start, t_end):
     return checked_problem(model_fn, x_T, schedule, t_start, t_end)
 
 
-def _checked_times(times, method, nfe, dtype):
+def _checked_times(times, method, nfe, dtype, schedule):
     times = jnp.asarray(times, dtype)
+    check_range("steps (times)", times, low=schedule.t_min, high=schedule.t_max)
     if times.ndim != 1 or times.shape[0] < 2:
         raise ValueError(f"steps as times must be a 1-D array of at least 2 times, got shape {times.shape}")
     value = concrete_value(nfe)
@@ -207,9 +217,21 @@ def _checked_times(times, method, nfe, dtype):
     return times
 
 
+_SCHEDULE_API = ("alpha", "sigma", "lambda_", "t_of_lambda", "t_min", "t_max")
+
+
+def check_schedule(schedule):
+    """A noise schedule must expose alpha, sigma, lambda_, t_of_lambda, t_min, t_max."""
+    missing = [name for name in _SCHEDULE_API if not hasattr(schedule, name)]
+    if missing:
+        raise ValueError(f"schedule must be a noise schedule (VPLinear, VPCosine, VE, EDM, DDPMLinear, ...) with "
+                         f"{', '.join(_SCHEDULE_API)}; got {schedule!r}, which lacks {', '.join(missing)}")
+
+
 def checked_problem(model_fn, x_T, schedule, t_start, t_end):
     """Check the interval (defaults: the schedule's) and the model's output shape; returns
     ``x_T``, ``t_start``, ``t_end`` as arrays. Shared with :mod:`.reference`."""
+    check_schedule(schedule)
     t_start = schedule.t_max if t_start is None else t_start
     t_end = schedule.t_min if t_end is None else t_end
     check_range("t_start", t_start, low=schedule.t_min, high=schedule.t_max)
@@ -344,8 +366,11 @@ def _singlestep(order: int):
         # Full steps in the loop; the remainder step (order <= k) once after it.
         x = jax.lax.fori_loop(0, grid.n - 1, full_step, x)
         last_step = jnp.maximum(grid.n - 1, 0)
-        x_last = jax.lax.switch(jnp.clip(last - 1, 0, order - 1), branches, x, grid.t(last_step), grid.t(last_step + 1))
-        return jnp.where(grid.n > 0, x_last, x)
+        def remainder(x):
+            return jax.lax.switch(jnp.clip(last - 1, 0, order - 1), branches, x, grid.t(last_step),
+                                  grid.t(last_step + 1))
+
+        return jax.lax.cond(grid.n > 0, remainder, lambda x: x, x)  # nfe = 1: no main-loop step
 
     return stepper
 

@@ -52,3 +52,8 @@ def test_bad_arguments():
         reference(eps, x_T, VPLinear(), max_steps=0)
     with pytest.raises(ValueError, match="t_end must be < t_start"):
         reference(eps, x_T, VPLinear(), t_start=0.3, t_end=0.3)
+
+
+def test_a_nan_model_is_reported_as_nan_not_as_max_steps():
+    with pytest.raises(SolverError, match="NaN"):
+        reference(lambda x, t: x * jnp.nan, jnp.ones((4, 1)), VPLinear())

@@ -121,10 +121,24 @@ def test_nfe_counts_every_model_evaluation(x64):
 
     x_T = jnp.zeros((3, 1))
     for method in _unfitted():
-        for nfe in (2, 5, 6, 7):
+        for nfe in (1, 2, 5, 6, 7):
             calls.clear()
             jax.block_until_ready(sample(counting, x_T, SCHEDULE, method, nfe))
             assert len(calls) == nfe, (method, nfe, len(calls))
+
+
+def test_schedules_and_step_times_are_checked(x64):
+    m, x = gaussian_eps, jnp.zeros((3, 1))
+    with pytest.raises(ValueError, match="schedule must be a noise schedule"):
+        sample(m, x, "vp_linear", "ddim", 5)
+    with pytest.raises(ValueError, match=r"steps \(times\)"):
+        sample(m, x, SCHEDULE, "ddim", 3, steps=jnp.array([5.0, 0.5, 0.01]))
+    with pytest.raises(ValueError, match="leave them unset"):
+        sample(m, x, SCHEDULE, "ddim", 3, t_start=0.5, steps=jnp.array([0.9, 0.5, 0.01]))
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        sample(m, x, SCHEDULE, "ddim", 3, steps=jnp.array([0.5, 0.9, 0.01]))
+    with pytest.raises(ValueError, match="steps must be one of"):
+        sample(m, x, SCHEDULE, "ddim", 3, steps="cosine")
 
 
 def test_bad_input_is_refused_before_compiling():
