@@ -113,16 +113,21 @@ class Dashboard(pn.viewable.Viewer):
             log.exception("%s failed to update", type(self).__name__)
             self.show_error(f"Unexpected error ({type(exc).__name__}: {exc}). Details are in the server log.")
             return False
-        self.data = data
+        previous, self.data = self.data or {}, data
         # One message to the browser for all outputs. (Assigning columns and text adds no models,
         # so Bokeh recomputes nothing; hold(freeze=True) would force one full recompute.)
         with pn.io.hold():
             self.alert.visible = False
             for name, output in self._outputs:
+                new = data[name]
+                if new is previous.get(name) or (isinstance(new, str) and new == previous.get(name)):
+                    continue  # unchanged (a cached piece comes back as the same object): nothing to send
                 if isinstance(output, ColumnDataSource):
-                    output.data = data[name]
+                    output.data = new
                 else:
-                    output.object = data[name]
+                    output.object = new
+        if data.get("problem"):  # drawn, with something to say (e.g. some samples not finite)
+            self.show_error(data["problem"])
         return True
 
     def show_error(self, message: str) -> None:

@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 import panel as pn
 import param
-from bokeh.models import ColumnDataSource, LinearColorMapper
+from bokeh.models import LinearColorMapper
 from bokeh.palettes import Category10_10, Dark2_8, Greys256
 from bokeh.plotting import figure
 from bokeh.plotting.contour import contour_data
@@ -67,7 +67,7 @@ from solverlab.diffusion import reference_solve, samplers
 from solverlab.diffusion.samplers import METHODS, sample
 from solverlab.diffusion.schedules import TIMESTEP_KINDS, VPLinear
 
-from ._base import Dashboard, log
+from ._base import Dashboard
 
 __all__ = [
     "GuidanceDashboard",
@@ -460,36 +460,6 @@ class GuidanceDashboard(Dashboard):
 
     def controls(self) -> list[str]:
         return ["w", "nfe", "method", "steps", "label", "seed"]
-
-    def refresh(self, *events) -> bool:
-        """As :meth:`Dashboard.refresh`, but only outputs that changed go to the page: the cached pieces
-        come back as the same objects (an NFE move leaves the density, the contours, the reference and
-        the curves alone, and the browser redraws only the samples, the digits and the text). A run with
-        non-finite samples also shows its message (the finite samples and the rest are still drawn)."""
-        try:
-            data = self.compute()
-        except (ValueError, SolverError) as exc:
-            log.info("%s: %s", type(self).__name__, exc)
-            self.show_error(str(exc))
-            return False
-        except Exception as exc:  # a bug, not a bad input: keep the page alive and log it
-            log.exception("%s failed to update", type(self).__name__)
-            self.show_error(f"Unexpected error ({type(exc).__name__}: {exc}). Details are in the server log.")
-            return False
-        previous, self.data = self.data, data
-        with pn.io.hold():
-            self.alert.visible = False
-            for name, output in self._outputs:
-                new = data[name]
-                if new is previous.get(name) or (isinstance(new, str) and new == previous.get(name)):
-                    continue
-                if isinstance(output, ColumnDataSource):
-                    output.data = new
-                else:
-                    output.object = new
-        if data["problem"]:
-            self.show_error(data["problem"])
-        return True
 
     def warm_up(self) -> None:
         self.param.method.objects = list(self.methods)
