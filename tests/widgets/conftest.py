@@ -10,6 +10,6 @@ def compilation_cache():
 
     Turning the persistent cache on here, late in a long pytest process that had already compiled
     hundreds of programs without it, segfaulted reading an entry (jax 0.10,
-    ``compilation_cache.get_executable_and_time``), reproducibly in the full suite and never alone.
+    ``compilation_cache.get_executable_and_time``) in the full suite, never alone (see the Makefile).
     """
     solverlab.setup(x64=bool(jax.config.jax_enable_x64), cache=False)
