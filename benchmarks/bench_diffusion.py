@@ -1,7 +1,8 @@
 """Diffusion samplers: ours against the diffusers schedulers, fed the same exact noise prediction.
 
-Problems: the 2-D ring mixture (``gmm.ring()``, class 0) and a 64-D random mixture
-(``gmm.random_mixture(key(1), d=64, K=8)``, class 0), under the discrete DDPM linear-beta schedule
+Problems: the 2-D ring mixture (``gmm.ring(n_classes=2)``, class 0: four of its eight components) and a
+64-D random mixture (``gmm.random_mixture(key(1), d=64, K=8, n_classes=2)``, class 0: four components), so
+even w = 1 (the conditional model) is a genuine mixture, not one Gaussian with an affine flow, under the discrete DDPM linear-beta schedule
 (beta 1e-4 to 0.02, 1000 steps; ``DDPMLinear`` with DPM-Solver's continuous interpolation), classifier-free
 guidance w = 1 (the exact conditional model), 3 and 7.5. The model is the exact guided noise
 prediction, a jitted JAX function; diffusers calls it at ``t = (tau + 1) / 1000`` for its (possibly
@@ -48,7 +49,8 @@ PROBLEMS = ("2-D ring", "64-D mixture")
 
 
 def problems(only=None):
-    made = {"2-D ring": dm.ring, "64-D mixture": lambda: dm.random_mixture(jax.random.key(1), d=64, K=8)}
+    made = {"2-D ring": lambda: dm.ring(n_classes=2),
+            "64-D mixture": lambda: dm.random_mixture(jax.random.key(1), d=64, K=8, n_classes=2)}
     return {name: make() for name, make in made.items() if only in (None, name)}
 
 

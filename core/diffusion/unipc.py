@@ -34,6 +34,15 @@ need is the final data prediction at ``grid.t(n)`` that :func:`~solverlab.diffus
 Methods: ``unipc_bh1``, ``unipc_bh2`` (order 2, the authors' default for guided sampling),
 ``unipc_bh1_3``, ``unipc_bh2_3`` (order 3), and ``unip_bh1``, ``unip_bh2`` (UniP-2 alone, no
 corrector: what UniC adds).
+
+**Lower order at the end** (``unipc_bh2_lof``, ``unipc_bh2_3_lof``): with fewer than
+:data:`LOWER_ORDER_FINAL_STEPS` main-loop steps, step :math:`i` of :math:`n` uses order
+:math:`\min(p, i + 1, n - i)`, so the last step is first order and the one before at most second
+(diffusers' ``lower_order_final``). The last steps are the largest in :math:`t` near the data, where
+the high-order differences extrapolate worst. Measured on the ring (class 0 of ``ring(n_classes=2)``,
+DDPM linear schedule, terminal error against the float64 reference): at NFE 5 the error falls
+1.21 -> 0.86 (w = 1), 7.35 -> 6.07 (w = 7.5) for order 2 and 2.77 -> 0.87 for order 3; at NFE 10
+it is within a few percent either way for order 2 and mixed for order 3.
 """
 
 from __future__ import annotations
@@ -43,9 +52,12 @@ import jax.numpy as jnp
 
 from .samplers import register
 
-__all__ = ["VARIANTS", "b_of_h", "corrector_coefficients", "predictor_coefficients", "unipc_stepper"]
+__all__ = ["VARIANTS", "LOWER_ORDER_FINAL_STEPS", "b_of_h", "corrector_coefficients", "predictor_coefficients", "unipc_stepper"]
 
 VARIANTS = ("bh1", "bh2")
+#: The ``_lof`` methods lower the order of their last steps only below this many steps (as diffusers
+#: does): one low-order step costs a third-order method its order as the steps shrink.
+LOWER_ORDER_FINAL_STEPS = 15
 
 
 def b_of_h(hh, variant: str):
@@ -151,7 +163,8 @@ def lagrange(values, times, t):
     return out
 
 
-def unipc_stepper(order: int = 2, variant: str = "bh2", corrector: bool = True, dc_order: int | None = None):
+def unipc_stepper(order: int = 2, variant: str = "bh2", corrector: bool = True, dc_order: int | None = None,
+                  lower_order_final: bool = False):
     r"""A stepper (see :mod:`.samplers`) for UniPC-``order`` with ``variant`` ``bh1``/``bh2``.
 
     ``corrector=False`` gives UniP alone. ``dc_order`` (DC-Solver, :mod:`.dc`): before the predictor
@@ -189,6 +202,8 @@ def unipc_stepper(order: int = 2, variant: str = "bh2", corrector: bool = True, 
                 compensated = lagrange(M[: dc_order + 1], nodes, t_shift)
                 M = M.at[0].set(jnp.where(i >= dc_order, compensated, M[0]))
             k_p = jnp.minimum(order, i + 1)
+            if lower_order_final:  # below LOWER_ORDER_FINAL_STEPS steps the last ones drop in order
+                k_p = jnp.where(grid.n < LOWER_ORDER_FINAL_STEPS, jnp.minimum(k_p, grid.n - i), k_p)
             t_next = grid.t(i + 1)
             x_next = _by_order(k_p, [_predict(schedule, x_i, t_i, t_next, M, L, k, variant)
                                      for k in range(1, order + 1)])
@@ -209,5 +224,7 @@ for _variant in VARIANTS:
     register(f"unipc_{_variant}", unipc_stepper(2, _variant), 1)
     register(f"unipc_{_variant}_3", unipc_stepper(3, _variant), 1)
     register(f"unip_{_variant}", unipc_stepper(2, _variant, corrector=False), 1)
+register("unipc_bh2_lof", unipc_stepper(2, "bh2", lower_order_final=True), 1)
+register("unipc_bh2_3_lof", unipc_stepper(3, "bh2", lower_order_final=True), 1)
 
 del _variant

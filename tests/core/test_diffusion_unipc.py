@@ -155,12 +155,31 @@ def test_nfe_counts_every_model_evaluation():
         return 0.3 * x
 
     names = [m for m in METHODS if m.startswith(("unipc_", "unip_"))]
-    assert len(names) == 6, names
+    assert len(names) == 8, names
     for method in names:
         for nfe in (1, 2, 5):
             calls.clear()
             jax.block_until_ready(sample(counting, jnp.zeros((3, 1)), SCHEDULE, method, jnp.asarray(nfe)))
             assert len(calls) == nfe, (method, nfe, len(calls))
+
+
+def test_lower_order_final_lowers_only_the_last_steps_of_short_runs(x64):
+    model, x_T, _ = problem()
+    for plain, lof in (("unipc_bh2", "unipc_bh2_lof"), ("unipc_bh2_3", "unipc_bh2_3_lof")):
+        # From 15 main-loop steps (nfe 16) on, the variant is the plain method.
+        for nfe in (16, 30):
+            np.testing.assert_array_equal(np.asarray(sample(model, x_T, SCHEDULE, lof, nfe)),
+                                          np.asarray(sample(model, x_T, SCHEDULE, plain, nfe)))
+        # One main-loop step is first order either way; below 15 steps the last step is first order.
+        np.testing.assert_array_equal(np.asarray(sample(model, x_T, SCHEDULE, lof, 2)),
+                                      np.asarray(sample(model, x_T, SCHEDULE, plain, 2)))
+        assert not np.allclose(np.asarray(sample(model, x_T, SCHEDULE, lof, 5)),
+                               np.asarray(sample(model, x_T, SCHEDULE, plain, 5)))
+    # ... and it helps there: a coarse 5-evaluation run lands nearer the reference.
+    ref = problem()[2]
+    for plain, lof in (("unipc_bh2", "unipc_bh2_lof"), ("unipc_bh2_3", "unipc_bh2_3_lof")):
+        err = {m: float(metrics.terminal_error(sample(model, x_T, SCHEDULE, m, 5), ref)) for m in (plain, lof)}
+        assert err[lof] < err[plain], err
 
 
 def test_bad_input():
