@@ -29,7 +29,8 @@ import _browser as browser
 HERE = Path(__file__).resolve().parent
 FLOOR_APP = HERE / "_floor_app.py"
 APPS = HERE.parent / "widgets" / "apps"
-DASHBOARD_APPS = [APPS / "brownian_tree.py", APPS / "step_size.py", APPS / "hurst.py", APPS / "guidance.py"]
+DASHBOARD_APPS = [APPS / "brownian_tree.py", APPS / "step_size.py", APPS / "hurst.py", APPS / "guidance.py",
+                  APPS / "reynolds.py"]
 OUT = HERE / "_out" / "latency.md"
 
 
@@ -38,6 +39,12 @@ def _adaptive_on(page) -> None:
     before = browser.data_signature(page)
     page.locator(".bk-Checkbox").filter(has_text="adaptive").locator("input").check()
     browser.wait_for_data_change(page, before)
+
+
+def _paused(page) -> None:
+    """Untick the Reynolds dashboard's run switch: the moves then measure the slider, not the stream."""
+    page.locator(".bk-Checkbox").filter(has_text="run").locator("input").uncheck()
+    page.wait_for_timeout(500)
 
 
 # (row label, app name, slider title, handle, keys, set-up): move i presses keys[i % len(keys)] once;
@@ -57,6 +64,8 @@ SLIDERS = [
     ("guidance: NFE", "guidance", "NFE", "", ("ArrowRight", "ArrowLeft"), None),
     ("guidance: class", "guidance", "class c", "", ("ArrowRight", "ArrowLeft"), None),
     ("guidance: seed", "guidance", "seed", "", ("ArrowRight",), None),
+    ("Reynolds: Re (paused)", "reynolds", "Reynolds number Re", "", ("ArrowRight", "ArrowLeft"), _paused),
+    ("Reynolds: seed (paused, new run)", "reynolds", "seed", "", ("ArrowRight",), _paused),
 ]
 
 
@@ -88,7 +97,8 @@ def server_time_per_move(repeats: int = 50, only: list[str] | None = None) -> di
     """Median ms of one dashboard update in this process (compute plus pushing the new columns),
     per dashboard and slider (``only``: these apps)."""
     import solverlab
-    from solverlab.widgets import BrownianTreeDashboard, GuidanceDashboard, HurstDashboard, StepSizeDashboard
+    from solverlab.widgets import (BrownianTreeDashboard, GuidanceDashboard, HurstDashboard, ReynoldsDashboard,
+                                   StepSizeDashboard)
     from solverlab.widgets import guidance, step_size
 
     solverlab.setup()
@@ -103,7 +113,16 @@ def server_time_per_move(repeats: int = 50, only: list[str] | None = None) -> di
             times.append(time.perf_counter() - start)
         return 1e3 * statistics.median(times)
 
-    seeds = [{"seed": s} for s in range(1, repeats + 1)]
+    def frame_ms(dashboard, count) -> float:
+        dashboard.__panel__()
+        times = []
+        for _ in range(count):
+            start = time.perf_counter()
+            dashboard.tick()
+            times.append(time.perf_counter() - start)
+        return 1e3 * statistics.median(times)
+
+    seeds = [{"seed": s % 100} for s in range(1, repeats + 1)]
     rows = {
         "brownian_tree": lambda: {"Brownian tree, seed": median_ms(BrownianTreeDashboard(), seeds)},
         "step_size": lambda: {
@@ -130,6 +149,13 @@ def server_time_per_move(repeats: int = 50, only: list[str] | None = None) -> di
                 before_each=guidance.clear_caches),
             "guidance, NFE": median_ms(GuidanceDashboard(), [{"nfe": 10 + (i % 2)} for i in range(repeats)]),
             "guidance, seed (new reference)": median_ms(GuidanceDashboard(), seeds),
+        },
+        "reynolds": lambda: {
+            "Reynolds, Re (cavity, paused)": median_ms(
+                ReynoldsDashboard(run=False), [{"reynolds": (100, 150)[i % 2]} for i in range(repeats)]),
+            "Reynolds, one frame (cavity, 40 ms budget)": frame_ms(ReynoldsDashboard(), repeats),
+            "Reynolds, seed (new Kolmogorov run)": median_ms(
+                ReynoldsDashboard(run=False, flow="Kolmogorov flow (periodic)"), seeds),
         },
     }
     return {label: ms for app, row in rows.items() if only is None or app in only for label, ms in row().items()}

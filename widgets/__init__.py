@@ -17,9 +17,11 @@ from ._base import Dashboard
 from .brownian_tree import BrownianTreeDashboard
 from .guidance import GuidanceDashboard
 from .hurst import HurstDashboard
+from .reynolds import ReynoldsDashboard
 from .step_size import StepSizeDashboard
 
-__all__ = ["Dashboard", "BrownianTreeDashboard", "StepSizeDashboard", "HurstDashboard", "GuidanceDashboard", "DASHBOARDS"]
+__all__ = ["Dashboard", "BrownianTreeDashboard", "StepSizeDashboard", "HurstDashboard", "GuidanceDashboard", "ReynoldsDashboard",
+           "DASHBOARDS"]
 
 #: URL name -> callable returning a servable dashboard (a Panel ``Viewer``).
 DASHBOARDS = {
@@ -27,4 +29,5 @@ DASHBOARDS = {
     "step_size": StepSizeDashboard,
     "hurst": HurstDashboard,
     "guidance": GuidanceDashboard,
+    "reynolds": ReynoldsDashboard,
 }

@@ -113,6 +113,15 @@ class Dashboard(pn.viewable.Viewer):
             log.exception("%s failed to update", type(self).__name__)
             self.show_error(f"Unexpected error ({type(exc).__name__}: {exc}). Details are in the server log.")
             return False
+        self.push(data)
+        return True
+
+    def push(self, data: dict[str, Any]) -> None:
+        """Send ``data`` (outputs as :meth:`compute` returns them) to the page, skipping unchanged ones.
+
+        :meth:`refresh` calls it after a parameter change; a streaming dashboard also calls it for
+        each new frame.
+        """
         previous, self.data = self.data or {}, data
         # One message to the browser for all outputs. (Assigning columns and text adds no models,
         # so Bokeh recomputes nothing; hold(freeze=True) would force one full recompute.)
@@ -128,7 +137,6 @@ class Dashboard(pn.viewable.Viewer):
                     output.object = new
         if data.get("problem"):  # drawn, with something to say (e.g. some samples not finite)
             self.show_error(data["problem"])
-        return True
 
     def show_error(self, message: str) -> None:
         """Show ``message`` in the page's alert (the plots keep their last good state)."""

@@ -34,7 +34,7 @@ compiled sampler per pair): the warm-up compiles every method at the starting st
 error curves need them all) and the starting method's digits sampler; another step schedule, or the
 digits of another method, compiles on its first use, once. ``python -m solverlab.widgets.warmup``
 compiles every pair into the persistent compilation cache, which makes those first uses a fraction
-of a second per method. (All 13 methods x 3 schedules x 2 models at start-up took minutes on a
+of a second per method. (All the methods x 3 schedules x 2 models at start-up took minutes on a
 busy 2-core machine.)
 
 What a move does not change is cached: the density and contours depend on :math:`w` and the class

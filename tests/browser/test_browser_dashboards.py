@@ -20,6 +20,7 @@ APP = ROOT / "widgets" / "apps" / "brownian_tree.py"
 STEP_SIZE_APP = ROOT / "widgets" / "apps" / "step_size.py"
 HURST_APP = ROOT / "widgets" / "apps" / "hurst.py"
 GUIDANCE_APP = ROOT / "widgets" / "apps" / "guidance.py"
+REYNOLDS_APP = ROOT / "widgets" / "apps" / "reynolds.py"
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def chromium_browser():
 
 @pytest.fixture(scope="module")
 def server():
-    with browser.panel_server(APP, STEP_SIZE_APP, HURST_APP, GUIDANCE_APP) as running:
+    with browser.panel_server(APP, STEP_SIZE_APP, HURST_APP, GUIDANCE_APP, REYNOLDS_APP) as running:
         yield running
 
 
@@ -216,6 +217,50 @@ def test_guidance_large_w_few_steps_is_flagged_unstable(guidance_tab):
     assert guidance_tab.get_by_text("Unstable at w = 15", exact=False).is_visible()
     assert 3 in browser.source_data(guidance_tab, "unstable_points")["nfe"]
     assert not guidance_tab.locator(".alert").is_visible()  # finite samples: flagged, not an error
+
+
+@pytest.fixture
+def reynolds_tab(chromium_browser, server):
+    """A fresh browser session on the Reynolds-number dashboard, ready for input."""
+    page = browser.open_app(chromium_browser, server.url("reynolds"), height=1100)
+    yield page
+    page.close()
+
+
+def run_switch(page):
+    return page.locator(".bk-Checkbox").filter(has_text="run").locator("input")
+
+
+def test_reynolds_page_streams_frames_while_it_runs(reynolds_tab):
+    assert reynolds_tab.locator(".bk-Canvas").count() >= 4  # the field, the two centrelines, the residual
+    first = browser.data_signature(reynolds_tab)
+    browser.wait_for_data_change(reynolds_tab, first)  # frames arrive with no input at all
+    residual = browser.source_data(reynolds_tab, "residual")
+    assert len(residual["t"]) > 0 and all(math.isfinite(r) for r in residual["residual"])
+    assert len(browser.source_data(reynolds_tab, "u_ghia")["u"]) == 17  # Re = 100: Ghia's points
+    reynolds_tab.get_by_text("steady", exact=False).first.wait_for()  # marching to it, or there
+
+
+def test_reynolds_slider_move_updates_the_summary_while_paused(reynolds_tab):
+    run_switch(reynolds_tab).uncheck()
+    reynolds_tab.wait_for_timeout(500)  # the last frame in flight lands
+    before = browser.data_signature(reynolds_tab)
+    browser.press(browser.slider_handle(reynolds_tab, "Reynolds number Re"), "ArrowRight")  # 100 -> 150
+    reynolds_tab.get_by_text("Re = 150", exact=False).first.wait_for()
+    browser.wait_for_data_change(reynolds_tab, before)
+    assert browser.source_data(reynolds_tab, "u_ghia")["u"] == []  # Ghia tabulates 100 and 400, not 150
+
+
+def test_reynolds_flow_switch_and_a_blow_up_shows_a_message(reynolds_tab):
+    select(reynolds_tab, "flow", "cylinder wake")
+    reynolds_tab.get_by_text("cylinder wake, Re = 100", exact=False).first.wait_for()
+    assert len(browser.source_data(reynolds_tab, "obstacle")["x"]) == 1
+    select(reynolds_tab, "flow", "lid-driven cavity")
+    select(reynolds_tab, "grid size", "32")
+    browser.press(browser.slider_handle(reynolds_tab, "Reynolds number Re"), "End")  # Re = 10000 on 33^2 nodes
+    message = reynolds_tab.get_by_text("blew up", exact=False)
+    message.wait_for(state="visible", timeout=60_000)
+    assert "CFL" in message.inner_text()
 
 
 def test_solverlab_serve_index_links_to_the_dashboard(chromium_browser):
