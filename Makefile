@@ -59,6 +59,8 @@ bench: install chromium
 	$(BIN)/python benchmarks/bench_sde.py
 	$(BIN)/python benchmarks/bench_fbm.py
 	$(BIN)/python benchmarks/bench_diffusion.py
+	$(BIN)/python benchmarks/bench_fluids.py
+	$(BIN)/python benchmarks/bench_cavity.py
 	$(BIN)/python benchmarks/latency.py --write-results
 	$(BIN)/python benchmarks/notebook_times.py
 

@@ -7,9 +7,8 @@ traced), then the median of several full solves. Reported: steps, simulated time
 ms per step, the floor (the three DST Poisson solves a step needs, alone in a jitted loop), and the
 largest deviation from Ghia, Ghia & Shin (1982) Tables I-III along both centrelines.
 
-Ghia's Re 100 and 400 columns come from shared/data; their Re 1000 column is not there and is typed
-below from two public transcriptions that agree digit for digit (Kandil2001/LidCavity_Solver_Comparison
-c/serial/postprocess/plot_results.py; prism-engines/prism domains/fluid/benchmark_ghia.py).
+Ghia's tables come from `solverlab.fluids.ghia` (Re 100 and 400 from the shared reference data, Re 1000
+and Table III from two public transcriptions that agree digit for digit; its docstring names them).
 
 Peer: none runs. jax-cfd 0.2.1 ships no cavity, and its convection refuses a moving wall (van Leer:
 "Non-periodic boundary conditions are not implemented"; convect_linear: "Flux boundary condition is
@@ -25,50 +24,26 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from _harness import device_kind, machine, time_call, versions, write_section
+from solverlab.fluids import ghia as ghia_data
 
 REYNOLDS = (100, 400, 1000)
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-
-GHIA_Y = np.array([1.0000, 0.9766, 0.9688, 0.9609, 0.9531, 0.8516, 0.7344, 0.6172, 0.5000, 0.4531,
-                   0.2813, 0.1719, 0.1016, 0.0703, 0.0625, 0.0547, 0.0000])
-GHIA_X = np.array([1.0000, 0.9688, 0.9609, 0.9531, 0.9453, 0.9063, 0.8594, 0.8047, 0.5000, 0.2344,
-                   0.2266, 0.1563, 0.0938, 0.0781, 0.0703, 0.0625, 0.0000])
-# Ghia et al. (1982) Table I and II, Re = 1000 column (sources in the module docstring).
-GHIA_U_1000 = np.array([1.0, 0.65928, 0.57492, 0.51117, 0.46604, 0.33304, 0.18719, 0.05702, -0.06080,
-                        -0.10648, -0.27805, -0.38289, -0.29730, -0.22220, -0.20196, -0.18109, 0.0])
-GHIA_V_1000 = np.array([0.0, -0.21388, -0.27669, -0.33714, -0.39188, -0.51550, -0.42665, -0.31966,
-                        0.02526, 0.32235, 0.33075, 0.37095, 0.32627, 0.30353, 0.29012, 0.27485, 0.0])
-# Table III, primary vortex (psi_min, x, y).
-GHIA_VORTEX = {100: (-0.103423, 0.6172, 0.7344), 400: (-0.113909, 0.5547, 0.6055),
-               1000: (-0.117929, 0.5313, 0.5625)}
-# Table II, Re = 400, x = 0.9063: a misprint (see tests/core/test_fluids_cavity.py); left out.
-SUSPECT = {400: 0.9063}
+# Table II, Re = 400, x = 0.9063: a misprint (solverlab.fluids.ghia.SUSPECT); left out.
+SUSPECT = {re: x for re, (_, x) in ghia_data.SUSPECT.items()}
 
 
 def ghia(reynolds):
-    """((y, u), (x, v)) of Ghia's centrelines, or None if the shared table is missing."""
-    if reynolds == 1000:
-        return (GHIA_Y, GHIA_U_1000), (GHIA_X, GHIA_V_1000)
-    if not DATA.is_dir():
-        return None
-    col = {100: 1, 400: 2}[reynolds]
-    u = np.loadtxt(DATA / "ghia1982_u_re100_re400.csv", delimiter=",", skiprows=1)
-    v = np.loadtxt(DATA / "ghia1982_v_re100_re400.csv", delimiter=",", skiprows=1)
-    return (u[:, 0], u[:, col]), (v[:, 0], v[:, col])
+    """((y, u), (x, v)) of Ghia's centrelines (solverlab.fluids.ghia)."""
+    return ghia_data.centerline_u(reynolds), ghia_data.centerline_v(reynolds)
 
 
 def deviation(res, reynolds):
-    ref = ghia(reynolds)
-    if ref is None:
-        return None, None
-    (yg, ug), (xg, vg) = ref
+    (yg, ug), (xg, vg) = ghia(reynolds)
     y, u = res.centerline_u()
     x, v = res.centerline_v()
     keep = xg != SUSPECT.get(reynolds)
@@ -103,7 +78,7 @@ def main() -> None:
     dtype = jnp.result_type(float)
     load_before = os.getloadavg()[0]
     floor = poisson_floor(n, dtype)
-    rows, notes = [], []
+    rows = []
     for re in REYNOLDS:
         t0 = time.perf_counter()
         jax.block_until_ready(cav.cavity_advance(cav.cavity_init(n), float(re), 1))
@@ -117,7 +92,7 @@ def main() -> None:
         per_step = wall / res.steps
         du, dv = deviation(res, re)
         psi, x, y = res.psi_min
-        psi_g, xg, yg = GHIA_VORTEX[re]
+        psi_g, xg, yg = ghia_data.PRIMARY_VORTEX[re]
         dev = "n/a" if du is None else f"{du:.4f} / {dv:.4f}"
         rows.append(
             f"| {re} | {n} | {wall:.2f} | {min(times):.2f} | {compile_s:.2f} | {res.steps} | {res.time:.1f} "

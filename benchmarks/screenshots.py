@@ -8,7 +8,9 @@ on the high-volatility CIR process (sigma = 2.2), where stochastic Heun's path i
 and every solver's order drops; ``<out>/hurst.png``: the Hurst-index dashboard at the rough H = 0.2,
 where the Markov approximation's variance turns Brownian below the time scale 1/gamma_max;
 ``<out>/guidance.png``: the guidance-scale dashboard at w = 5 towards class 2, with the methods'
-low-NFE runs flagged unstable.
+low-NFE runs flagged unstable; ``<out>/reynolds.png``: the Reynolds-number dashboard on the cylinder
+wake at Re = 100 once the vortex street has formed, with the lift and drag coefficients and the
+Strouhal number.
 """
 
 from __future__ import annotations
@@ -87,8 +89,21 @@ def guidance(chromium, server, out: Path) -> Path:
     return path
 
 
+def reynolds(chromium, server, out: Path) -> Path:
+    page = browser.open_app(chromium, server.url("reynolds"), width=1240, height=900)
+    page.locator(".bk-input-group").filter(has_text="flow").locator("select").select_option("cylinder wake")
+    page.get_by_text("Strouhal number St", exact=False).first.wait_for(timeout=180_000)  # t > 30: shedding
+    page.locator(".bk-Checkbox").filter(has_text="run").locator("input").uncheck()
+    page.wait_for_timeout(500)
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    path = out / "reynolds.png"
+    page.screenshot(path=str(path), full_page=True)
+    page.close()
+    return path
+
+
 #: Screenshot name -> function(chromium, server, out) -> path of the PNG written.
-SHOTS = {"brownian_tree": brownian_tree, "step_size": step_size, "hurst": hurst, "guidance": guidance}
+SHOTS = {"brownian_tree": brownian_tree, "step_size": step_size, "hurst": hurst, "guidance": guidance, "reynolds": reynolds}
 
 
 def main() -> int:

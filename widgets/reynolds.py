@@ -300,7 +300,7 @@ class _Cylinder(_Simulation):
 @functools.lru_cache(maxsize=None)
 def _wake_flow(grid: PeriodicGrid):
     x, y, r = WAKE_CYLINDER
-    return obstacles.make_obstacle_flow(grid, [obstacles.Cylinder(x, y, r)], 1.0)
+    return obstacles.make_obstacle_flow(grid, [obstacles.Cylinder(x, y, r)], 1.0, dtype=jnp.float32)
 
 
 @jax.jit
@@ -351,6 +351,12 @@ def _arrow_columns(u, v, nodes) -> dict:
     length = min(x[-1] - x[0], y[-1] - y[0]) / ARROWS / speed
     cols = {"x0": X, "y0": Y, "x1": X + length * U, "y1": Y + length * V}
     return {k: c.ravel().astype(np.float32) for k, c in cols.items()}
+
+
+def _after_start(history: dict, t_min: float = 1.0) -> dict:
+    """The force history from ``t_min`` on: the impulsive start's spike (C_D ~ 30) would flatten the rest."""
+    keep = history["t"] >= t_min
+    return {k: v[keep] for k, v in history.items()}
 
 
 def _empty(*names) -> dict:
@@ -459,7 +465,7 @@ class ReynoldsDashboard(Dashboard):
             "residual": ({"t": history["t"], "residual": history["residual"]} if cavity else _empty("t", "residual")),
             "energy": ({k: history[k] for k in ("t", "energy", "enstrophy")} if sim.flow == "Kolmogorov"
                        else _empty("t", "energy", "enstrophy")),
-            "forces": ({k: history[k] for k in ("t", "lift", "drag")} if sim.flow == "cylinder wake"
+            "forces": (_after_start({k: history[k] for k in ("t", "lift", "drag")}) if sim.flow == "cylinder wake"
                        else _empty("t", "lift", "drag")),
             "summary": self._summary(frame, scale),
             "progress": sim.progress(),
@@ -520,8 +526,8 @@ class ReynoldsDashboard(Dashboard):
             "Kolmogorov": pn.Row(_spectrum_figure(src["spectrum"]),
                                  _history_figure(src["energy"], {"energy": "energy", "enstrophy": "enstrophy"},
                                                  "energy and enstrophy", log=True)),
-            "cylinder wake": pn.Row(_history_figure(src["forces"], {"lift": "lift C_L", "drag": "drag C_D"},
-                                                    "force coefficients", width=800)),
+            "cylinder wake": pn.Row(_history_figure(src["forces"], {"lift": "lift C_L"}, "lift coefficient"),
+                                    _history_figure(src["forces"], {"drag": "drag C_D"}, "drag coefficient")),
         }
         self._show_flow_views()
         field = _field_figure(src["field"], src["arrows"], src["obstacle"])

@@ -80,7 +80,8 @@ def _inverse_k2(grid: PeriodicGrid, dtype) -> jax.Array:
 
 @_jit
 def energy(omega_hat: jax.Array, grid: PeriodicGrid) -> jax.Array:
-    r"""Mean kinetic energy :math:`E = \overline{|u|^2}/2 = \tfrac12\sum_k |\hat\omega_k|^2/|k|^2` (normalised)."""
+    r"""Mean kinetic energy :math:`E = \overline{|u|^2}/2 = \tfrac12\sum_k |\hat\omega_k|^2/|k|^2`
+    (coefficients normalised by :math:`n_x n_y`)."""
     dtype = omega_hat.real.dtype
     w = _column_weights(grid, dtype)
     s = jnp.sum(w * _inverse_k2(grid, dtype) * jnp.abs(omega_hat) ** 2, axis=(-2, -1))
@@ -95,7 +96,8 @@ def enstrophy(omega_hat: jax.Array, grid: PeriodicGrid) -> jax.Array:
 
 @_jit
 def palinstrophy(omega_hat: jax.Array, grid: PeriodicGrid) -> jax.Array:
-    r"""Mean palinstrophy :math:`P = \overline{|\nabla\omega|^2}/2 = \tfrac12\sum_k |k|^2|\hat\omega_k|^2` (normalised).
+    r"""Mean palinstrophy :math:`P = \overline{|\nabla\omega|^2}/2 = \tfrac12\sum_k |k|^2|\hat\omega_k|^2`
+    (coefficients normalised by :math:`n_x n_y`).
 
     :math:`dZ/dt = -2\nu P` in unforced, drag-free flow.
     """
@@ -113,7 +115,8 @@ def rms_velocity(omega_hat: jax.Array, grid: PeriodicGrid) -> jax.Array:
 
 @_jit
 def energy_spectrum(omega_hat: jax.Array, grid: PeriodicGrid) -> tuple[jax.Array, jax.Array]:
-    r"""Shell-summed energy spectrum :math:`E(k_n) = \sum_{|\,|k|/\Delta k - n\,| < 1/2} \tfrac12|\hat u_k|^2`.
+    r"""Shell-summed energy spectrum
+    :math:`E(k_n) = \sum_{|\,|k|/\Delta k - n\,| < 1/2} \tfrac12|\hat u_k|^2`.
 
     Shells of width :math:`\Delta k = 2\pi/\max(L_x, L_y)` (1 on the :math:`2\pi` box) centred on
     :math:`k_n = n\,\Delta k`, :math:`n = 0, 1, \dots`; the coefficients are normalised as in
@@ -150,7 +153,7 @@ def _n_shells(grid: PeriodicGrid) -> int:
 
 @_jit
 def divergence(omega_hat: jax.Array, grid: PeriodicGrid) -> jax.Array:
-    r""":math:`\nabla\cdot u` on the grid, of the velocity *reconstructed on the grid* from :math:`\hat\omega`.
+    r""":math:`\nabla\cdot u` of the velocity *reconstructed on the grid* from :math:`\hat\omega`.
 
     The velocity is taken to physical space (:meth:`PeriodicGrid.velocity`), transformed back and
     differentiated spectrally, so the result measures the whole round trip:
@@ -178,7 +181,11 @@ def cfl_number(omega_hat: jax.Array, grid: PeriodicGrid, dt) -> jax.Array:
 
 @_jit
 def energy_injection(omega_hat: jax.Array, forcing_hat: jax.Array, grid: PeriodicGrid) -> jax.Array:
-    r"""Power of the forcing :math:`\overline{u\cdot F} = \overline{\psi f}`, with :math:`\hat f` the spectral vorticity forcing."""
+    r"""Power of the forcing :math:`\overline{u\cdot F} = \overline{\psi f}`.
+
+    ``forcing_hat`` is the spectral *vorticity* forcing :math:`\hat f` (the curl of the body force
+    :math:`F`), e.g. ``grid.fft(kolmogorov_forcing(grid))``.
+    """
     return mean_product(grid.streamfunction_hat(omega_hat), forcing_hat, grid)
 
 

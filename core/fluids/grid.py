@@ -13,8 +13,10 @@ so :math:`\hat u = i k_y \hat\psi`, :math:`\hat v = -i k_x \hat\psi`, divergence
 construction (the mean flow, :math:`k = 0`, is a separate constant).
 
 Products of fields are evaluated on the grid and transformed back; the modes they alias onto are
-removed by Orszag's 2/3 rule: keep :math:`|k_x| \le n_x/3` and :math:`|k_y| \le n_y/3` (integer
-wavenumbers), zero the rest (Orszag 1971, J. Atmos. Sci. 28, 1074). The grid is a small frozen
+removed by Orszag's 2/3 rule: keep the integer wavenumbers with :math:`3|k_x| < n_x` and
+:math:`3|k_y| < n_y`, zero the rest (Orszag 1971, J. Atmos. Sci. 28, 1074). (A product of two kept
+modes reaches :math:`2K`, which aliases to :math:`2K - n`; that stays outside the kept band exactly when
+:math:`3K < n`, so for :math:`n` divisible by 3 the mode :math:`n/3` must go too.) The grid is a small frozen
 dataclass registered as a static pytree node: it holds only shapes and lengths, so it may be closed
 over or passed to ``jit`` as a static argument, and the wavenumber arrays are rebuilt (constant
 folded) inside each trace.
@@ -100,10 +102,14 @@ class PeriodicGrid:
         return kx * kx + ky * ky
 
     def dealias_mask(self) -> jax.Array:
-        """Boolean mask of the modes the 2/3 rule keeps, shape :attr:`spectral_shape`."""
+        r"""Boolean mask of the modes the 2/3 rule keeps (:math:`3|k| < n`), shape :attr:`spectral_shape`."""
         ix = jnp.abs(jnp.fft.fftfreq(self.nx, 1.0 / self.nx))
         iy = jnp.fft.rfftfreq(self.ny, 1.0 / self.ny)
-        return (ix[:, None] <= self.nx // 3) & (iy[None, :] <= self.ny // 3)
+        return (ix[:, None] <= self.kept_wavenumber("x")) & (iy[None, :] <= self.kept_wavenumber("y"))
+
+    def kept_wavenumber(self, axis: str) -> int:
+        r"""The largest integer wavenumber the 2/3 rule keeps along ``axis`` ("x" or "y"): :math:`\lceil n/3\rceil - 1`."""
+        return (getattr(self, f"n{axis}") - 1) // 3
 
     # -- transforms -----------------------------------------------------------------------------
     def fft(self, field: jax.Array) -> jax.Array:

@@ -371,8 +371,9 @@ def _check_obstacles(grid: PeriodicGrid, obstacles, sponge_width) -> list:
             raise ValueError(
                 f"obstacles[{i}] spans y in [{y0:g}, {y1:g}]; it must lie in [0, {grid.ly:g}]"
             )
-        size = min(x1 - x0, y1 - y0)
-        if size < MIN_POINTS_PER_DIAMETER * h:
+        size = 2.0 * ob.radius if isinstance(ob, Cylinder) else min(ob.width, ob.height)
+        # Compared with a relative margin: 2r is exactly 4h only up to rounding of h = L / n.
+        if size < MIN_POINTS_PER_DIAMETER * h * (1.0 - 1e-9):
             raise ValueError(
                 f"obstacles[{i}] is {size:g} across, {size / h:.3g} grid spacings; it needs at least "
                 f"{MIN_POINTS_PER_DIAMETER} (size in [{MIN_POINTS_PER_DIAMETER * h:g}, inf)): "
@@ -392,6 +393,7 @@ def make_obstacle_flow(
     eta_sponge=None,
     smoothing=1.0,
     probe=None,
+    dtype=None,
 ) -> ObstacleFlow:
     r"""Set up flow at speed :math:`U` (along +x) past ``obstacles`` in the periodic box ``grid``.
 
@@ -409,6 +411,8 @@ def make_obstacle_flow(
         smoothing: mask smoothing width in grid spacings (see :func:`cylinder_mask`).
         probe: ``(x, y)`` of the wake probe (the nearest grid point is used; default :math:`2D`
             behind the first obstacle's centre, or the box's centre with none).
+        dtype: floating dtype of the masks and constants, hence of the whole run (default JAX's
+            default float: float32 unless x64 is on).
 
     Returns:
         :class:`ObstacleFlow`. Bad values raise ``ValueError`` naming the parameter, its value
@@ -436,11 +440,11 @@ def make_obstacle_flow(
     check_range("probe x", px, low=0.0, high=grid.lx)
     check_range("probe y", py, low=0.0, high=grid.ly)
     probe_index = jnp.asarray([round(px / grid.dx) % grid.nx, round(py / grid.dy) % grid.ny], jnp.int32)
-    dtype = jnp.asarray(0.0).dtype
+    dtype = jnp.dtype(dtype or jnp.asarray(0.0).dtype)
     return ObstacleFlow(
         grid=grid,
-        chi=obstacle_mask(grid, obs, smoothing),
-        sponge=sponge_mask(grid, sponge_width),
+        chi=obstacle_mask(grid, obs, smoothing, dtype),
+        sponge=sponge_mask(grid, sponge_width, dtype),
         inflow=jnp.asarray(inflow, dtype),
         length=jnp.asarray(float(length), dtype),
         eta=jnp.asarray(float(eta), dtype),

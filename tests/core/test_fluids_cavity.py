@@ -12,21 +12,17 @@ from solverlab import SolverError
 from solverlab.fluids.lid_driven import cavity, cavity_advance, cavity_init, march, velocity
 
 # The module itself: its kernel's compile cache, its constants.
+from solverlab.fluids import ghia as ghia_data
 from solverlab.fluids import lid_driven as cav
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-
-# Ghia et al. (1982) Table III, primary vortex: (psi_min, x, y) on their 129 x 129 nodes; the same
-# values in prism-engines/prism domains/fluid/benchmark_ghia.py and XZNON/Fluid-dynamics
-# validate/cavity.py (locations).
-GHIA_VORTEX = {100: (-0.103423, 0.6172, 0.7344), 400: (-0.113909, 0.5547, 0.6055)}
-
-# Ghia's Table II, Re = 400, v = -0.23827 at x = 0.9063 is inconsistent with its own column (it sits
-# between -0.44993 at 0.8594 and -0.22847 at 0.9453, a spike that Re 100 and 1000 do not have): our
-# n = 64, 128 and 192 give about -0.36, -0.38, -0.38 there, and XZNON/Fluid-dynamics
-# (validate/cavity.py, GHIA_SUSPECT) found -0.363 -> -0.375 -> -0.378 with a lattice-Boltzmann
-# solver. That point is checked against its neighbours instead.
-SUSPECT = {400: 0.9063}
+# Ghia's tables as the package ships them (solverlab.fluids.ghia, its docstring names the sources).
+# Table II, Re = 400, v = -0.23827 at x = 0.9063 is inconsistent with its own column (it sits between
+# -0.44993 at 0.8594 and -0.22847 at 0.9453, a spike that Re 100 and 1000 do not have): our n = 64, 128
+# and 192 give about -0.36, -0.38, -0.38 there, and XZNON/Fluid-dynamics (validate/cavity.py,
+# GHIA_SUSPECT) found -0.363 -> -0.375 -> -0.378 with a lattice-Boltzmann solver. That point is
+# checked against its neighbours instead.
+SUSPECT = {re: x for re, (_, x) in ghia_data.SUSPECT.items()}
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
 # Grids: the coarsest at which every Ghia point is within 0.01 with a margin (measured, float32):
 # Re 100, n = 64: 0.006; Re 400, n = 128: 0.005 (n = 96 gives 0.009, too close to the bound).
@@ -34,12 +30,17 @@ GRIDS = {100: 64, 400: 128}
 
 
 def ghia(reynolds):
-    if not DATA.is_dir():
-        pytest.skip(f"Ghia's tables not found: expected shared/data beside the repository ({DATA})")
-    col = {100: 1, 400: 2}[reynolds]
-    u = np.loadtxt(DATA / "ghia1982_u_re100_re400.csv", delimiter=",", skiprows=1)
-    v = np.loadtxt(DATA / "ghia1982_v_re100_re400.csv", delimiter=",", skiprows=1)
-    return (u[:, 0], u[:, col]), (v[:, 0], v[:, col])
+    return ghia_data.centerline_u(reynolds), ghia_data.centerline_v(reynolds)
+
+
+def test_shipped_tables_are_the_shared_reference_data():
+    if not SHARED.is_dir():
+        pytest.skip(f"shared/data is not beside the repository ({SHARED}): nothing to compare with")
+    for name in ("ghia1982_u_re100_re400.csv", "ghia1982_v_re100_re400.csv"):
+        shipped = Path(ghia_data.__file__).with_name("data") / name
+        assert shipped.read_text() == (SHARED / name).read_text(), name
+    with pytest.raises(ValueError, match="reynolds must be one of 100, 400, 1000"):
+        ghia_data.centerline_u(3200)
 
 
 @pytest.fixture(scope="module", params=[100, 400])
@@ -75,7 +76,7 @@ def test_centrelines_match_ghia(steady):
 def test_primary_vortex_matches_ghia(steady):
     re, res = steady
     psi, x, y = res.psi_min
-    psi_g, xg, yg = GHIA_VORTEX[re]
+    psi_g, xg, yg = ghia_data.PRIMARY_VORTEX[re]
     # Node minima on both sides; 1.5% covers Ghia's ~1% and our grid error (measured 0.6%, 0.9%),
     # and the location may differ by a node of either grid.
     assert abs(psi - psi_g) < 0.015 * abs(psi_g), (psi, psi_g)
