@@ -39,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    rows = []
+    rows, load = [], os.getloadavg()[0]
     for notebook in sorted((ROOT / "course").glob("[0-9][0-9]_*.ipynb")):
         with tempfile.TemporaryDirectory() as cache:
             cold = run(notebook, cache)
@@ -49,7 +49,8 @@ def main() -> None:
     body = "\n".join([
         "## Notebook run times (nbval, whole pytest process)",
         "",
-        f"Machine: {machine()}. Versions: {versions('jax', 'nbval', 'panel')}.",
+        f"Machine: {machine()}. Versions: {versions('jax', 'nbval', 'panel')}. "
+        f"Load average at the start: {load:.1f} (the other runs on the machine slow every row alike).",
         "",
         "| notebook | cold cache (s) | warm cache (s) | under 90 s |",
         "|---|---|---|---|",

@@ -54,6 +54,8 @@ class Dashboard(pn.viewable.Viewer):
     kernels: Sequence = ()
     #: Widget overrides for ``pn.Param`` (parameter name -> widget type or dict of options).
     widgets: dict = {}
+    #: ``param.Action`` parameters shown as buttons under the controls (they act; nothing watches them).
+    actions: Sequence[str] = ()
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -95,8 +97,8 @@ class Dashboard(pn.viewable.Viewer):
 
     # -- shared machinery -----------------------------------------------------------------------
     def controls(self) -> list[str]:
-        """Names of the parameters shown as widgets (all but ``name``)."""
-        return [p for p in self.param if p != "name"]
+        """Names of the parameters whose changes recompute the outputs (all but ``name`` and the actions)."""
+        return [p for p in self.param if p != "name" and p not in self.actions]
 
     def refresh(self, *events) -> bool:
         """Recompute and push the new outputs to the page; on failure show the alert instead.
@@ -150,7 +152,7 @@ class Dashboard(pn.viewable.Viewer):
     def __panel__(self):
         controls = pn.Param(
             self.param,
-            parameters=self.controls(),
+            parameters=[*self.controls(), *self.actions],
             widgets=self.widgets,
             show_name=False,
             width=300,

@@ -93,6 +93,8 @@ __all__ = [
     "cavity_advance",
     "march",
     "stable_dt",
+    "check_interval",
+    "residual",
     "velocity",
     "CFL_MAX",
     "DEFAULT_N",
@@ -388,7 +390,7 @@ def cavity(reynolds, n: int = DEFAULT_N, *, lid_velocity=1.0, tol=DEFAULT_TOL, m
                 raise ValueError(f"dt must lie in (0, {limit:.4g}] ({what}), got {dt:g}; "
                                  "leave dt=None for the largest stable step")
     if check_every is None:
-        check_every = int(min(max(round(0.5 * min(1.0, reynolds) / (lid * dt)), 50), 2000))
+        check_every = check_interval(reynolds, dt, lid)
     check_every = positive_int("check_every", check_every)
     return march(cavity_init(n, dtype), reynolds, dt, lid_velocity=lid, tol=float(tol),
                  max_steps=max_steps, check_every=check_every)
@@ -440,6 +442,22 @@ def march(state: CavityState, reynolds, dt, *, lid_velocity=1.0, tol=DEFAULT_TOL
         time=float(state.time), residual=np.asarray(residuals), converged=converged, dt=float(dt),
         cfl=cfl_seen, lid_velocity=float(lid_velocity),
     )
+
+
+def check_interval(reynolds, dt, lid_velocity=1.0) -> int:
+    """Steps between residual checks: about half a flow time unit :math:`\tau/2`, 50 to 2000 steps."""
+    return int(min(max(round(0.5 * min(1.0, float(reynolds)) / (abs(float(lid_velocity)) * float(dt))), 50), 2000))
+
+
+def residual(before: CavityState, after: CavityState, reynolds, lid_velocity=1.0) -> float:
+    r"""The steady-state residual :math:`R` (module docstring) between two states of one march."""
+    h = 1.0 / (before.psi.shape[0] - 1)
+    u0, v0 = _interior_velocity(before.psi, h)
+    u1, v1 = _interior_velocity(after.psi, h)
+    change = float(jnp.maximum(jnp.max(jnp.abs(u1 - u0)), jnp.max(jnp.abs(v1 - v0))))
+    span = float(after.time) - float(before.time)
+    lid = abs(float(lid_velocity))
+    return change * min(1.0, float(reynolds)) / lid / (lid * max(span, np.finfo(np.float64).tiny))
 
 
 def velocity(psi, lid_velocity=1.0):

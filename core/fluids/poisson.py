@@ -41,6 +41,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from ..errors import check_range
+
 __all__ = [
     "dst1",
     "idst1",
@@ -126,7 +128,16 @@ def neumann_eigenvalues(n_cells: int, h, dtype=None):
 # --- solves ---------------------------------------------------------------------------------------
 
 
-@jax.jit
+def _check(f, hx, hy, shift):
+    """Concrete values checked before anything compiles (traced ones pass: the caller's business)."""
+    if jnp.ndim(f) < 2:
+        raise ValueError(f"f must have at least 2 dimensions (..., Nx, Ny), got shape {jnp.shape(f)}")
+    check_range("hx", hx, low=0.0, low_open=True)
+    if hy is not None:
+        check_range("hy", hy, low=0.0, low_open=True)
+    check_range("shift", shift, low=0.0)
+
+
 def solve_dirichlet(f, hx, hy=None, shift=0.0):
     r"""Solve :math:`(\sigma - \Delta_h) u = f` at the interior nodes, :math:`u = 0` on the walls.
 
@@ -144,7 +155,12 @@ def solve_dirichlet(f, hx, hy=None, shift=0.0):
     Returns:
         ``u`` of the shape of ``f``.
     """
-    hy = hx if hy is None else hy
+    _check(f, hx, hy, shift)
+    return _solve_dirichlet(f, hx, hx if hy is None else hy, shift)
+
+
+@jax.jit
+def _solve_dirichlet(f, hx, hy, shift):
     f = jnp.asarray(f)
     nx, ny = f.shape[-2:]
     lam = (
@@ -156,7 +172,6 @@ def solve_dirichlet(f, hx, hy=None, shift=0.0):
     return idst1(idst1(fh / lam, -2), -1)
 
 
-@jax.jit
 def solve_neumann(f, hx, hy=None, shift=0.0):
     r"""Solve :math:`(\sigma - \Delta_h) u = f` on cell centres with zero normal derivative on the walls.
 
@@ -172,7 +187,12 @@ def solve_neumann(f, hx, hy=None, shift=0.0):
     Returns:
         ``u`` of the shape of ``f``.
     """
-    hy = hx if hy is None else hy
+    _check(f, hx, hy, shift)
+    return _solve_neumann(f, hx, hx if hy is None else hy, shift)
+
+
+@jax.jit
+def _solve_neumann(f, hx, hy, shift):
     f = jnp.asarray(f)
     nx, ny = f.shape[-2:]
     lam = (

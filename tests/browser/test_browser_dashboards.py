@@ -235,6 +235,9 @@ def test_reynolds_page_streams_frames_while_it_runs(reynolds_tab):
     assert reynolds_tab.locator(".bk-Canvas").count() >= 4  # the field, the two centrelines, the residual
     first = browser.data_signature(reynolds_tab)
     browser.wait_for_data_change(reynolds_tab, first)  # frames arrive with no input at all
+    reynolds_tab.wait_for_function(  # the first residual check, about half a flow time in
+        "() => { const d = Bokeh.documents[0].get_model_by_name('residual').data; "
+        "return (d instanceof Map ? d.get('t') : d.t).length > 0; }", timeout=30_000)
     residual = browser.source_data(reynolds_tab, "residual")
     assert len(residual["t"]) > 0 and all(math.isfinite(r) for r in residual["residual"])
     assert len(browser.source_data(reynolds_tab, "u_ghia")["u"]) == 17  # Re = 100: Ghia's points

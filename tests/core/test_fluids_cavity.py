@@ -233,3 +233,12 @@ def test_unstable_step_is_a_solver_error():
     # Past the advective limit at high Re: the CFL check fails it (or it blows up), never silently.
     with pytest.raises(SolverError, match="CFL number seen"):
         march(cavity_init(n), 1e6, 4 / n, check_every=100, max_steps=2000)
+
+
+def test_residual_between_states_is_the_kernels_residual():
+    # The dashboard measures R between checkpoints with lid_driven.residual; over one chunk it must be
+    # the value cavity_advance reports for that chunk.
+    state = cavity_advance(cavity_init(16), 100.0, 40).state
+    out = cavity_advance(state, 100.0, 60)
+    np.testing.assert_allclose(cav.residual(state, out.state, 100.0), float(out.residual), rtol=1e-5)
+    assert cav.check_interval(100.0, 1e-3) == 500 and cav.check_interval(0.01, 1.0) == 50

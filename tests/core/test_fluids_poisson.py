@@ -131,3 +131,18 @@ def test_jit_vmap_and_traced_shift():
     g = jax.grad(lambda s: jnp.sum(solve_dirichlet(f[0], 1 / 16, shift=s)))(1.0)
     fd = (jnp.sum(solve_dirichlet(f[0], 1 / 16, shift=1.01)) - jnp.sum(solve_dirichlet(f[0], 1 / 16, shift=0.99))) / 0.02
     np.testing.assert_allclose(g, fd, rtol=2e-2)
+
+
+def test_bad_input_is_refused_before_compiling():
+    from solverlab.fluids.poisson import solve_dirichlet, solve_neumann
+
+    f = np.ones((6, 6))
+    for solve in (solve_dirichlet, solve_neumann):
+        with pytest.raises(ValueError, match=r"shift must lie in \[0, inf\), got -1"):
+            solve(f, 0.1, shift=-1.0)
+        with pytest.raises(ValueError, match=r"hx must lie in \(0, inf\), got 0"):
+            solve(f, 0.0)
+        with pytest.raises(ValueError, match=r"hy must lie in \(0, inf\), got -0.1"):
+            solve(f, 0.1, -0.1)
+        with pytest.raises(ValueError, match=r"f must have at least 2 dimensions"):
+            solve(np.ones(6), 0.1)

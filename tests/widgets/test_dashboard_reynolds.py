@@ -107,9 +107,43 @@ def test_a_blow_up_shows_a_message_and_stops(dashboard):
     assert dashboard.sim.done and dashboard.alert.visible
     assert "blew up" in dashboard.alert.object and "CFL" in dashboard.alert.object
     assert all(np.all(np.isfinite(v)) for v in columns(dashboard, "field")["image"])  # the last good frame
-    dashboard.param.update(reynolds=100)  # a good state again: the message goes with the next frame
+    dashboard.run = False  # another control: the stopped run keeps saying why it stopped
+    assert dashboard.alert.visible and "blew up" in dashboard.alert.object
+    dashboard.param.update(reynolds=100, run=True)  # a good state again: the message goes with a new run
     dashboard.restart_run()
     assert not dashboard.alert.visible
+
+
+def test_an_unexpected_error_in_a_frame_stops_the_run_and_says_so(dashboard, monkeypatch, caplog):
+    dashboard.param.update(flow="Kolmogorov flow (periodic)", grid=64, reynolds=100, run=True)
+    dashboard.restart_run()
+
+    def broken(*args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(dashboard.sim, "advance", broken)
+    assert dashboard.tick() is False
+    assert dashboard.sim.done and "Unexpected error (RuntimeError: boom)" in dashboard.alert.object
+    assert "ReynoldsDashboard frame failed" in caplog.text
+    dashboard.restart_run()
+    assert not dashboard.alert.visible
+
+
+def test_the_restart_button_is_shown_and_not_watched(dashboard):
+    from bokeh.models import Button
+    import panel as pn
+
+    assert "restart" not in dashboard.controls()
+    buttons = [b.label for b in pn.panel(dashboard).get_root().select({"type": Button})]
+    assert "restart" in buttons
+
+
+def test_the_cavity_seed_does_not_restart_it(dashboard):
+    dashboard.param.update(flow="lid-driven cavity", grid=64, reynolds=100, seed=0)
+    run_ticks(dashboard, 2)
+    sim = dashboard.sim
+    dashboard.seed = 5
+    assert dashboard.sim is sim
 
 
 def test_paused_runs_do_not_advance(dashboard):
