@@ -167,7 +167,7 @@ class _Cavity(_Simulation):
         return int(np.clip(100 * math.log10(max(self.residual, CAVITY_TOL)) / math.log10(CAVITY_TOL), 0, 100))
 
     def frame(self, reynolds) -> dict:
-        omega, psi = np.asarray(self.state.omega), np.asarray(self.state.psi)
+        omega = np.asarray(self.state.omega)
         u, v = (np.asarray(a) for a in cavity_module.velocity(self.state.psi))
         nodes = np.linspace(0.0, 1.0, self.n + 1)
         mid = self.n // 2
@@ -183,7 +183,7 @@ class _Cavity(_Simulation):
             note = (f"Under-resolved: the cell Reynolds number Re h = {reynolds / self.n:.0f} is above 16, where "
                     f"the central differences wiggle and may blow up. {_cavity_advice(reynolds)}")
         return {"omega": omega, "u": u, "v": v, "nodes": (nodes, nodes), "profiles": profiles, "points": points,
-                "status": status, "note": note, "psi_min": float(psi.min())}
+                "status": status, "note": note}
 
 
 def _cavity_advice(reynolds: float) -> str:
@@ -412,8 +412,6 @@ class ReynoldsDashboard(Dashboard):
     seed = param.Integer(0, bounds=(0, 99), label="seed", doc="Initial vorticity (Kolmogorov), shedding kick (cylinder).")
     run = param.Boolean(True, label="run", doc="Advance the flow between frames.")
     restart = param.Action(lambda self: self.restart_run(), label="restart")
-
-    kernels = ()
 
     def __init__(self, **params):
         self.sim: _Simulation | None = None

@@ -159,17 +159,17 @@ def solve_dirichlet(f, hx, hy=None, shift=0.0):
     return _solve_dirichlet(f, hx, hx if hy is None else hy, shift)
 
 
+def _symbol(eigenvalues, f, hx, hy, shift):
+    r""":math:`\sigma + \lambda^x_k + \lambda^y_l` on the transform grid of ``f``."""
+    nx, ny = f.shape[-2:]
+    return shift + eigenvalues(nx, hx, f.dtype)[:, None] + eigenvalues(ny, hy, f.dtype)[None, :]
+
+
 @jax.jit
 def _solve_dirichlet(f, hx, hy, shift):
     f = jnp.asarray(f)
-    nx, ny = f.shape[-2:]
-    lam = (
-        shift
-        + dirichlet_eigenvalues(nx, hx, f.dtype)[:, None]
-        + dirichlet_eigenvalues(ny, hy, f.dtype)[None, :]
-    )
-    fh = dst1(dst1(f, -2), -1)
-    return idst1(idst1(fh / lam, -2), -1)
+    lam = _symbol(dirichlet_eigenvalues, f, hx, hy, shift)
+    return idst1(idst1(dst1(dst1(f, -2), -1) / lam, -2), -1)
 
 
 def solve_neumann(f, hx, hy=None, shift=0.0):
@@ -194,12 +194,7 @@ def solve_neumann(f, hx, hy=None, shift=0.0):
 @jax.jit
 def _solve_neumann(f, hx, hy, shift):
     f = jnp.asarray(f)
-    nx, ny = f.shape[-2:]
-    lam = (
-        shift
-        + neumann_eigenvalues(nx, hx, f.dtype)[:, None]
-        + neumann_eigenvalues(ny, hy, f.dtype)[None, :]
-    )
+    lam = _symbol(neumann_eigenvalues, f, hx, hy, shift)
     fh = dct2(dct2(f, -2), -1)
     # The (0, 0) mode: 1/sigma, or 0 (drop the mean) when sigma = 0.
     inv = jnp.where(lam > 0, 1.0 / jnp.where(lam > 0, lam, 1.0), 0.0)
